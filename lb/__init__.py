@@ -1,0 +1,1 @@
+"""The platform's public entry point: an admission-controlled HTTP reverse proxy."""

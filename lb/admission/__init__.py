@@ -1,0 +1,1 @@
+"""Admission control: which rule applies, how requests are counted, where the state lives."""

@@ -1,0 +1,89 @@
+"""Rate rules: parsing `LB_RATE_RULES` and choosing the rule for a request (pure)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
+)
+DEFAULT_RULES = "POST /api/auth/register/=2/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One leaky bucket shape: `capacity` requests, draining at `rate` per second."""
+
+    name: str
+    capacity: int
+    rate: float
+    method: str = "*"
+    prefix: str = "/"
+    # draft-10 policy header value, computed once: "<name>";q=<capacity>;w=<window>
+    policy: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        window = max(1, math.ceil(self.capacity / self.rate))
+        object.__setattr__(self, "policy", f'"{self.name}";q={self.capacity};w={window}')
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method == "*" or self.method == method) and path.startswith(self.prefix)
+
+
+class RuleError(ValueError):
+    """A rule that cannot be parsed; the message says what is expected."""
+
+
+def parse_rule(text: str) -> Rule:
+    """Parse `METHOD PATH_PREFIX=CAPACITY/RATE`, e.g. `POST /api/auth/register/=2/1`."""
+    expected = "METHOD PATH_PREFIX=CAPACITY/RATE, e.g. 'POST /api/auth/register/=2/1'"
+    head, sep, shape = text.strip().rpartition("=")
+    parts = head.split()
+    if not sep or len(parts) != 2:
+        raise RuleError(f"rule {text.strip()!r}: expected {expected}")
+    method, prefix = parts[0].upper(), parts[1]
+    if method not in HTTP_METHODS:
+        raise RuleError(f"rule {text.strip()!r}: unknown method {parts[0]!r}")
+    if not prefix.startswith("/"):
+        raise RuleError(f"rule {text.strip()!r}: the path prefix must start with '/'")
+    cap_text, slash, rate_text = shape.partition("/")
+    try:
+        capacity, rate = int(cap_text), float(rate_text)
+    except ValueError:
+        raise RuleError(f"rule {text.strip()!r}: expected {expected}") from None
+    if not slash or capacity < 1 or not (rate > 0 and math.isfinite(rate)):
+        raise RuleError(f"rule {text.strip()!r}: capacity must be >= 1 and rate > 0")
+    return Rule(
+        name=f"{method} {prefix}", capacity=capacity, rate=rate, method=method, prefix=prefix
+    )
+
+
+def parse_rules(text: str) -> tuple[Rule, ...]:
+    """Parse `;`-separated rules; empty text gives no rules. Duplicates are an error."""
+    rules = tuple(parse_rule(part) for part in text.split(";") if part.strip())
+    names = [rule.name for rule in rules]
+    if len(set(names)) != len(names):
+        raise RuleError("the same METHOD PATH_PREFIX appears twice")
+    return rules
+
+
+class RuleSet:
+    """The default rule plus the extra rules; the longest matching prefix wins."""
+
+    def __init__(self, default: Rule, rules: tuple[Rule, ...] = ()) -> None:
+        self.default = default
+        # longest prefix first; for equal prefixes a method-specific rule beats `*`
+        self.rules = tuple(
+            sorted(rules, key=lambda r: (len(r.prefix), r.method != "*"), reverse=True)
+        )
+
+    @property
+    def all(self) -> tuple[Rule, ...]:
+        return (self.default, *self.rules)
+
+    def match(self, method: str, path: str) -> Rule:
+        for rule in self.rules:
+            if rule.matches(method, path):
+                return rule
+        return self.default

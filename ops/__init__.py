@@ -1,0 +1,1 @@
+"""Running the platform locally: the one-command stack, throwaway servers, benchmarks."""
