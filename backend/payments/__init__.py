@@ -1,0 +1,1 @@
+"""Payments: the gateway seam and the payment records of bookings."""
