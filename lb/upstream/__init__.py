@@ -1,0 +1,1 @@
+"""The upstream pool: backends, balancing, health checks, outlier ejection, breaker, retries."""

@@ -1,0 +1,262 @@
+"""The upstream pool: which backends may take a request now, and what their results do to them."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from lb.config import Settings
+from lb.upstream.backend import Backend, HealthState, Outcome, backend_name, classify_status
+from lb.upstream.balancer import Balancer, make_balancer
+from lb.upstream.breaker import Breaker, BreakerState
+from lb.upstream.outlier import OutlierDetector, max_ejected
+from lb.upstream.retry import RetryBudget, RetryPolicy
+
+__all__ = ["Outcome", "Pool", "PoolEvents", "classify_status"]
+
+log = logging.getLogger("lb.upstream")
+
+Clock = Callable[[], float]
+
+
+class PoolEvents(Protocol):
+    """Receives the pool's state changes (lb/metrics.py implements it for Prometheus)."""
+
+    def ejected(self, backend: str, reason: str) -> None: ...
+
+    def breaker_changed(self, backend: str, state: str) -> None: ...
+
+    def health_changed(self, backend: str, healthy: bool) -> None: ...
+
+
+class NoEvents:
+    """PoolEvents that does nothing."""
+
+    def ejected(self, backend: str, reason: str) -> None:
+        pass
+
+    def breaker_changed(self, backend: str, state: str) -> None:
+        pass
+
+    def health_changed(self, backend: str, healthy: bool) -> None:
+        pass
+
+
+class Pool:
+    """The backends and every per-backend decision: eligibility, balancing, health,
+    outlier ejection, breaker, drain. Pure and synchronous; time comes from `clock`.
+
+    A backend is eligible when it is healthy (active checks), not ejected, not drained, and
+    its breaker lets a request through. `pick()` reserves the chosen backend (one more
+    outstanding request, the half-open probe permit); `finish()` must follow exactly once.
+    """
+
+    def __init__(
+        self,
+        backends: list[Backend],
+        *,
+        balancer: Balancer,
+        clock: Clock,
+        retry_policy: RetryPolicy,
+        max_ejected_ratio: float,
+        budget_ratio: float,
+        budget_min: int,
+        events: PoolEvents | None = None,
+    ) -> None:
+        if not backends:
+            raise ValueError("a pool needs at least one backend")
+        self.backends: tuple[Backend, ...] = tuple(backends)
+        self._by_name = {b.name: b for b in self.backends}
+        self._balancer = balancer
+        self._clock = clock
+        self._events: PoolEvents = events if events is not None else NoEvents()
+        self._max_ejected = max_ejected(max_ejected_ratio, len(self.backends))
+        self._picks = 0
+        self.in_flight = 0  # picked and not yet finished, over all backends
+        self.active_checks = False  # set by the HealthChecker while it runs
+        self.retry_policy = retry_policy
+        self.retry_budget = RetryBudget(
+            ratio=budget_ratio, minimum=budget_min, active_requests=self._active_requests
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        events: PoolEvents | None = None,
+    ) -> Pool:
+        rng = rng if rng is not None else random.Random(settings.seed)
+        sink: PoolEvents = events if events is not None else NoEvents()
+        backends = []
+        for url in settings.backends:
+            name = backend_name(url)
+            backend = Backend(
+                url,
+                health=HealthState(rise=settings.health_rise, fall=settings.health_fall),
+                outlier=OutlierDetector(
+                    clock=clock,
+                    consecutive_failures=settings.outlier_consecutive_failures,
+                    base_ejection=settings.outlier_base_ejection,
+                    max_ejection=settings.outlier_max_ejection,
+                ),
+                breaker=Breaker(
+                    clock=clock,
+                    failure_ratio=settings.breaker_failure_ratio,
+                    min_requests=settings.breaker_min_requests,
+                    window=settings.breaker_window,
+                    open_seconds=settings.breaker_open_seconds,
+                    on_change=_breaker_listener(name, sink),
+                ),
+            )
+            backends.append(backend)
+        return cls(
+            backends,
+            balancer=make_balancer(settings.algorithm, rng),
+            clock=clock,
+            retry_policy=RetryPolicy(settings.max_retries),
+            max_ejected_ratio=settings.outlier_max_ejected_ratio,
+            budget_ratio=settings.retry_budget_ratio,
+            budget_min=settings.retry_budget_min,
+            events=sink,
+        )
+
+    # -- the hot path --------------------------------------------------------------------
+
+    def pick(self, exclude: Collection[Backend | str] = frozenset()) -> Backend | None:
+        """Choose and reserve a backend, skipping `exclude` (backends or their names, e.g.
+        the ones this request already tried). None: no eligible backend."""
+        self._return_expired()
+        if exclude:
+
+            def eligible(b: Backend) -> bool:
+                return b not in exclude and b.name not in exclude and _eligible(b)
+
+            backend = self._balancer.choose(self.backends, eligible)
+        else:
+            backend = self._balancer.choose(self.backends, _eligible)
+        if backend is None or not backend.breaker.acquire():
+            return None
+        self._picks += 1
+        backend.last_pick = self._picks
+        backend.outstanding += 1
+        self.in_flight += 1
+        return backend
+
+    def finish(self, backend: Backend, outcome: Outcome) -> None:
+        """Report how the attempt on a picked backend ended (exactly once per pick)."""
+        backend.outstanding -= 1
+        self.in_flight -= 1
+        if outcome is Outcome.CANCELLED:
+            backend.breaker.release()
+            return
+        failure = outcome.is_failure
+        backend.requests += 1
+        if failure:
+            backend.failures += 1
+        backend.breaker.record(failure)
+        if backend.outlier.record(failure):
+            self._try_eject(backend, outcome.value)
+
+    # -- health, ejection, admin ---------------------------------------------------------
+
+    def health_result(self, backend: Backend, ok: bool) -> None:
+        """One active health check result for `backend`."""
+        if backend.health.record(ok):
+            log.warning("backend %s is %s", backend.name, "healthy" if ok else "unhealthy")
+            self._events.health_changed(backend.name, ok)
+        if ok and backend.outlier.expired():
+            backend.outlier.restore()
+            log.warning("backend %s is back in rotation after ejection", backend.name)
+
+    def drain(self, name: str) -> bool:
+        """Stop sending new requests to `name` (in-flight ones finish). False: unknown."""
+        backend = self._by_name.get(name)
+        if backend is None:
+            return False
+        backend.drained = True
+        return True
+
+    def restore(self, name: str) -> bool:
+        """Undo `drain(name)`. False: unknown backend."""
+        backend = self._by_name.get(name)
+        if backend is None:
+            return False
+        backend.drained = False
+        return True
+
+    def get(self, name: str) -> Backend | None:
+        return self._by_name.get(name)
+
+    def eligible_count(self) -> int:
+        """How many backends could take a request now."""
+        return sum(1 for b in self.backends if _eligible(b))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per-backend state for /status (JSON-serialisable)."""
+        self._return_expired()
+        now = self._clock()
+        rows = []
+        for b in self.backends:
+            until = b.outlier.ejected_until
+            rows.append(
+                {
+                    "name": b.name,
+                    "url": b.url.url,
+                    "healthy": b.healthy,
+                    "ejected_until": None if until is None else round(max(0.0, until - now), 3),
+                    "ejections": b.outlier.ejections,
+                    "breaker": b.breaker.state.value,
+                    "outstanding": b.outstanding,
+                    "drained": b.drained,
+                    "requests": b.requests,
+                    "failures": b.failures,
+                    "eligible": _eligible(b),
+                }
+            )
+        return rows
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _active_requests(self) -> int:
+        return self.in_flight
+
+    def _try_eject(self, backend: Backend, reason: str) -> None:
+        ejected = sum(1 for b in self.backends if b.outlier.ejected)
+        if ejected >= self._max_ejected:
+            log.warning("backend %s not ejected: %d already ejected", backend.name, ejected)
+            return
+        seconds = backend.outlier.eject(reason)
+        log.warning("backend %s ejected for %.1f s (%s)", backend.name, seconds, reason)
+        self._events.ejected(backend.name, reason)
+
+    def _return_expired(self) -> None:
+        # Without active checks nothing would ever vouch for an ejected backend: it then
+        # returns when its ejection time is over.
+        if self.active_checks:
+            return
+        for b in self.backends:
+            if b.outlier.expired():
+                b.outlier.restore()
+
+
+def _eligible(b: Backend) -> bool:
+    return (
+        b.health.healthy
+        and b.outlier.ejected_until is None
+        and not b.drained
+        and b.breaker.available()
+    )
+
+
+def _breaker_listener(name: str, events: PoolEvents) -> Callable[[BreakerState], None]:
+    def changed(state: BreakerState) -> None:
+        log.warning("backend %s breaker %s", name, state.value)
+        events.breaker_changed(name, state.value)
+
+    return changed
