@@ -1,0 +1,39 @@
+"""`python -m backend expire_holds`: expire unpaid holds past BOOKING_HOLD_SECONDS, once each."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from backend.bookings.services import bookings_expire_due
+from backend.sharding import shard_aliases
+
+
+class Command(BaseCommand):
+    help = "Expire pending bookings whose hold ran out and give their seats back."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--batch", type=int, default=200, help="bookings per transaction")
+        parser.add_argument(
+            "--every",
+            type=float,
+            default=0,
+            help="repeat every N seconds until SIGTERM/SIGINT (default: run once)",
+        )
+
+    def handle(self, *args: Any, batch: int, every: float, **options: Any) -> None:
+        if batch < 1:
+            self.stderr.write("--batch must be >= 1")
+            raise SystemExit(2)
+        stop = threading.Event()
+        if every > 0:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.set())
+        while True:
+            expired = bookings_expire_due(aliases=shard_aliases(), batch=batch)
+            self.stdout.write(f"expired {expired} booking(s)")
+            if every <= 0 or stop.wait(every):
+                return

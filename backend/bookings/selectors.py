@@ -1,0 +1,91 @@
+"""Booking reads: one booking by id (straight to its shard), a user's bookings (every shard)."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import QuerySet
+
+from backend import sharding
+
+from .errors import BookingNotFound
+from .models import Booking, IdempotencyRecord
+from .shards import alias_for_booking
+
+
+def _newest_first(booking: Booking) -> tuple[Any, str]:
+    return (booking.created_at, str(booking.pk))
+
+
+class MergedBookings:
+    """Bookings from several shards as one newest-first sequence, fetched page by page.
+
+    Supports what Django's Paginator needs: `count()` (a COUNT per shard) and slicing, which
+    reads at most `stop` rows from each shard and merges them.
+    """
+
+    def __init__(self, querysets: Sequence[QuerySet[Booking]]) -> None:
+        self._querysets = [qs.order_by("-created_at", "-id") for qs in querysets]
+        self._count: int | None = None
+
+    def count(self) -> int:
+        if self._count is None:
+            self._count = sum(qs.count() for qs in self._querysets)
+        return self._count
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: slice | int) -> list[Booking] | Booking:
+        if isinstance(index, int):
+            return self[index : index + 1][0]  # type: ignore[index]
+        start, stop = index.start or 0, index.stop
+        if stop is None:
+            stop = self.count()
+        if stop <= start:
+            return []
+        per_shard = [list(qs[:stop]) for qs in self._querysets]
+        merged = heapq.merge(*per_shard, key=_newest_first, reverse=True)
+        return list(merged)[start:stop]
+
+
+def booking_list(*, user: Any) -> MergedBookings:
+    """A user's bookings on every shard (staff: everyone's), newest first."""
+    querysets = []
+    for alias in sharding.shard_aliases():
+        qs = Booking.objects.using(alias).all()
+        if not user.is_staff:
+            qs = qs.filter(user_id=user.pk)
+        querysets.append(qs)
+    return MergedBookings(querysets)
+
+
+def booking_get(*, booking_id: uuid.UUID, user: Any) -> Booking:
+    """One booking, for its owner or staff; anyone else gets the same 404 as a missing id."""
+    try:
+        alias = alias_for_booking(booking_id)
+    except (KeyError, IndexError, ValueError):
+        raise BookingNotFound() from None
+    booking = Booking.objects.using(alias).filter(pk=booking_id).first()
+    if booking is None or not (user.is_staff or booking.user_id == user.pk):
+        raise BookingNotFound()
+    return booking
+
+
+def idempotency_record_find(
+    *, user_id: int, key: str, first_alias: str
+) -> IdempotencyRecord | None:
+    """The stored response for (user, key): the tour's shard first, then the others.
+
+    A key reused for another tour was stored on that tour's shard; finding it there lets the
+    caller answer 422 instead of booking twice under one key.
+    """
+    aliases = [first_alias] + [a for a in sharding.shard_aliases() if a != first_alias]
+    for alias in aliases:
+        record = IdempotencyRecord.objects.using(alias).filter(user_id=user_id, key=key).first()
+        if record is not None:
+            return record
+    return None

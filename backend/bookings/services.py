@@ -1,0 +1,304 @@
+"""Booking writes: create (seat hold), cancel, expire. Each one transaction on the tour's shard.
+
+Lock discipline: the tour row is the hot spot (every booking of a tour updates it), so each
+transaction touches it LAST, with one conditional UPDATE, and commits right after. Everything
+that can fail or take time (validation, the booking insert that enforces one active booking
+per user and tour, the audit event, the stored idempotent response) happens before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from backend.metrics import BOOKINGS
+from backend.sharding import shard_atomic
+from backend.tours.models import Tour
+
+from . import idempotency
+from .errors import (
+    AlreadyBooked,
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    SoldOut,
+    TourNotFound,
+    TourStarted,
+)
+from .models import Booking, BookingEvent, BookingStatus, IdempotencyRecord
+from .shards import alias_for_tour, booking_id_for_tour
+
+Renderer = Callable[[Booking], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """The response of a creation: fresh, or replayed from a stored Idempotency-Key."""
+
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def hold_seconds() -> int:
+    return int(getattr(settings, "BOOKING_HOLD_SECONDS", 600))
+
+
+def tour_has_started(start: dt.date | dt.datetime, now: dt.datetime) -> bool:
+    if isinstance(start, dt.datetime):
+        return start <= now
+    return start <= timezone.localdate(now)
+
+
+def record_event(
+    *,
+    alias: str,
+    booking: Booking,
+    from_status: str,
+    to_status: str,
+    actor_id: int | None,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    BookingEvent.objects.using(alias).create(
+        booking=booking,
+        from_status=from_status,
+        to_status=to_status,
+        actor_id=actor_id,
+        reason=reason,
+        at=now,
+    )
+
+
+def return_seats(*, alias: str, tour_id: uuid.UUID, seats: int) -> None:
+    """Give seats back to a tour: one atomic increment (the CHECK keeps it <= capacity)."""
+    Tour.objects.using(alias).filter(pk=tour_id).update(
+        seats_available=F("seats_available") + seats
+    )
+
+
+def booking_create(
+    *,
+    user_id: int,
+    tour_id: uuid.UUID,
+    seats: int,
+    render: Renderer,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+    now: dt.datetime | None = None,
+) -> CreateResult:
+    """Hold `seats` on a tour for a user: a `pending` booking that expires after the hold.
+
+    Raises TourNotFound, TourStarted, SoldOut, AlreadyBooked, IdempotencyInProgress,
+    IdempotencyMismatch. With an Idempotency-Key, a repeat of a created booking is replayed.
+    """
+    now = now or timezone.now()
+    alias = alias_for_tour(tour_id)
+    with shard_atomic(alias):
+        if idempotency_key is not None:
+            if not idempotency.try_lock(alias, user_id, idempotency_key):
+                raise IdempotencyInProgress()
+            stored = _stored_response(alias, user_id, idempotency_key, fingerprint)
+            if stored is not None:
+                BOOKINGS.labels(outcome="replayed").inc()
+                return stored
+        tour = (
+            Tour.objects.using(alias)
+            .filter(pk=tour_id)
+            .values("price", "start_date", "seats_available")
+            .first()
+        )
+        if tour is None:
+            raise TourNotFound()
+        if tour_has_started(tour["start_date"], now):
+            raise TourStarted("This tour has already started; it can no longer be booked.")
+        if tour["seats_available"] < seats:
+            # an unlocked early answer; the conditional UPDATE below is the authority
+            BOOKINGS.labels(outcome="sold_out").inc()
+            raise SoldOut()
+        booking = Booking(
+            id=booking_id_for_tour(tour_id),
+            tour_id=tour_id,
+            user_id=user_id,
+            seats=seats,
+            status=BookingStatus.PENDING,
+            total_price=tour["price"] * seats,
+            hold_expires_at=now + dt.timedelta(seconds=hold_seconds()),
+            idempotency_key=idempotency_key,
+            created_at=now,
+            updated_at=now,
+        )
+        _insert_booking(alias, booking)
+        record_event(
+            alias=alias,
+            booking=booking,
+            from_status="",
+            to_status=BookingStatus.PENDING,
+            actor_id=user_id,
+            reason="created",
+            now=now,
+        )
+        body = render(booking)
+        if idempotency_key is not None:
+            IdempotencyRecord.objects.using(alias).create(
+                user_id=user_id,
+                key=idempotency_key,
+                request_hash=fingerprint,
+                booking=booking,
+                response_status=201,
+                response_body=body,
+                created_at=now,
+            )
+        # last statement before COMMIT: the only one that locks the tour row
+        taken = (
+            Tour.objects.using(alias)
+            .filter(pk=tour_id, seats_available__gte=seats)
+            .update(seats_available=F("seats_available") - seats)
+        )
+        if not taken:
+            BOOKINGS.labels(outcome="sold_out").inc()
+            raise SoldOut()
+    BOOKINGS.labels(outcome="created").inc()
+    return CreateResult(status=201, body=body, replayed=False)
+
+
+def _insert_booking(alias: str, booking: Booking) -> None:
+    # no savepoint: a violation aborts the whole transaction, which is what the error means
+    try:
+        booking.save(using=alias, force_insert=True)
+    except IntegrityError as exc:
+        if "idempotency" in str(exc):
+            raise IdempotencyInProgress() from exc
+        BOOKINGS.labels(outcome="already_booked").inc()
+        raise AlreadyBooked() from exc
+
+
+def _stored_response(alias: str, user_id: int, key: str, fingerprint: str) -> CreateResult | None:
+    """The replay for (user, key) if one is stored anywhere; 422 if its body differs."""
+    from .selectors import idempotency_record_find  # selectors import services' models only
+
+    record = idempotency_record_find(user_id=user_id, key=key, first_alias=alias)
+    if record is None:
+        return None
+    if record.request_hash != fingerprint:
+        raise IdempotencyMismatch()
+    return CreateResult(status=record.response_status, body=record.response_body, replayed=True)
+
+
+def booking_cancel(*, booking: Booking, actor_id: int, now: dt.datetime | None = None) -> Booking:
+    """Cancel a pending or confirmed booking and return its seats, once.
+
+    A booking already cancelled or expired is returned unchanged. Refused (409) once the tour
+    has started. Permission (owner or staff) is the caller's check.
+    """
+    from backend.payments.services import payment_refund_for_booking
+
+    now = now or timezone.now()
+    alias = booking._state.db or alias_for_tour(booking.tour_id)
+    with shard_atomic(alias):
+        locked = Booking.objects.using(alias).select_for_update(of=("self",)).get(pk=booking.pk)
+        if not locked.is_active:
+            return locked
+        start = (
+            Tour.objects.using(alias).values_list("start_date", flat=True).get(pk=locked.tour_id)
+        )
+        if tour_has_started(start, now):
+            raise TourStarted("This tour has already started; the booking can't be cancelled.")
+        previous = locked.status
+        if previous == BookingStatus.CONFIRMED:
+            payment_refund_for_booking(alias=alias, booking=locked, now=now)
+        _set_status(alias, locked, BookingStatus.CANCELLED, now)
+        record_event(
+            alias=alias,
+            booking=locked,
+            from_status=previous,
+            to_status=BookingStatus.CANCELLED,
+            actor_id=actor_id,
+            reason="cancelled",
+            now=now,
+        )
+        return_seats(alias=alias, tour_id=locked.tour_id, seats=locked.seats)
+    BOOKINGS.labels(outcome="cancelled").inc()
+    return locked
+
+
+def booking_expire_locked(*, alias: str, booking: Booking, now: dt.datetime) -> None:
+    """Expire a pending booking already locked by the caller's transaction; seats go back."""
+    _set_status(alias, booking, BookingStatus.EXPIRED, now)
+    record_event(
+        alias=alias,
+        booking=booking,
+        from_status=BookingStatus.PENDING,
+        to_status=BookingStatus.EXPIRED,
+        actor_id=None,
+        reason="hold_expired",
+        now=now,
+    )
+    return_seats(alias=alias, tour_id=booking.tour_id, seats=booking.seats)
+    transaction.on_commit(lambda: BOOKINGS.labels(outcome="expired").inc(), using=alias)
+
+
+def bookings_expire_due(
+    *, aliases: Iterable[str], now: dt.datetime | None = None, batch: int = 200
+) -> int:
+    """Expire every pending booking whose hold has run out; returns how many expired.
+
+    Batches of `batch` per transaction; rows another transaction holds (a payment in flight)
+    are skipped and picked up by the next run, so each hold is released exactly once.
+    """
+    now = now or timezone.now()
+    total = 0
+    for alias in aliases:
+        while True:
+            expired = _expire_batch(alias, now, batch)
+            total += expired
+            if expired < batch:
+                break
+    return total
+
+
+def _expire_batch(alias: str, now: dt.datetime, batch: int) -> int:
+    with shard_atomic(alias):
+        due = list(
+            Booking.objects.using(alias)
+            .select_for_update(skip_locked=True)
+            .filter(status=BookingStatus.PENDING, hold_expires_at__lte=now)
+            .order_by("hold_expires_at")[:batch]
+        )
+        if not due:
+            return 0
+        Booking.objects.using(alias).filter(pk__in=[b.pk for b in due]).update(
+            status=BookingStatus.EXPIRED, updated_at=now
+        )
+        BookingEvent.objects.using(alias).bulk_create(
+            BookingEvent(
+                booking=b,
+                from_status=BookingStatus.PENDING,
+                to_status=BookingStatus.EXPIRED,
+                actor_id=None,
+                reason="hold_expired",
+                at=now,
+            )
+            for b in due
+        )
+        released: dict[uuid.UUID, int] = {}
+        for b in due:
+            released[b.tour_id] = released.get(b.tour_id, 0) + b.seats
+        # tours in a fixed order, so two expiry runs never wait on each other in a cycle
+        for tour_id in sorted(released, key=str):
+            return_seats(alias=alias, tour_id=tour_id, seats=released[tour_id])
+    BOOKINGS.labels(outcome="expired").inc(len(due))
+    return len(due)
+
+
+def _set_status(alias: str, booking: Booking, status: str, now: dt.datetime) -> None:
+    booking.status = status
+    booking.updated_at = now
+    booking.save(using=alias, update_fields=["status", "updated_at"])

@@ -1,0 +1,1 @@
+"""Django admin for payments (registered once the shard-aware admin base is in place)."""

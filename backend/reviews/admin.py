@@ -1,0 +1,1 @@
+"""Django admin for reviews (registered once the shard-aware admin base is in place)."""
