@@ -72,12 +72,12 @@ def out_of_rotation(row: dict[str, Any]) -> bool:
     return not row["healthy"] or row["ejected_until"] is not None or row["breaker"] == "open"
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float) -> float:
-    """Poll `check` until true; returns the seconds it took. Bounded by `timeout`."""
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Poll `check` until true; returns the seconds it took. Bounded by `within` seconds."""
     started = time.monotonic()
     while not await check():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"condition not met within {timeout} s")
+        if time.monotonic() - started > within:
+            raise TimeoutError(f"condition not met within {within} s")
         await asyncio.sleep(0.05)
     return time.monotonic() - started
 
@@ -145,13 +145,13 @@ async def test_killing_one_of_three_backends_during_600_gets_fails_no_request(
         async def warmed_up() -> bool:
             return len(results) >= 150 or load.done()
 
-        await wait_until(warmed_up, timeout=30)
+        await wait_until(warmed_up, within=30)
         await asyncio.to_thread(victim.kill)
 
         async def victim_out() -> bool:
             return out_of_rotation(await backend_row(session, lb, pool_name(victim)))
 
-        took = await wait_until(victim_out, timeout=10)
+        took = await wait_until(victim_out, within=10)
         await asyncio.wait_for(load, timeout=60)
 
         assert len(results) == 600
@@ -166,7 +166,7 @@ async def test_killing_one_of_three_backends_during_600_gets_fails_no_request(
         async def victim_back() -> bool:
             return not out_of_rotation(await backend_row(session, lb, pool_name(victim)))
 
-        await wait_until(victim_back, timeout=15)
+        await wait_until(victim_back, within=15)
         after = await get_many(session, f"{lb.url}/tours/", 90, concurrency=3)
     assert [s for s, _ in after] == [200] * 90
     assert Counter(name for _, name in after)[victim.name] >= 15  # back in rotation
@@ -255,7 +255,7 @@ async def test_a_half_open_breaker_admits_exactly_one_of_50_concurrent_requests(
         async def half_open() -> bool:
             return (await backend_row(session, lb, name))["breaker"] == "half_open"
 
-        await wait_until(half_open, timeout=10)
+        await wait_until(half_open, within=10)
 
         async def one(i: int) -> tuple[int, str]:
             async with session.get(f"{lb.url}/probe?sleep=1.5&i={i}") as resp:
