@@ -108,10 +108,11 @@ def stores_from_env(environ: Mapping[str, str], fallback: Stores) -> Stores:
 
 
 def backend_environment(
-    environ: Mapping[str, str], stores: Stores, secret_key: str
+    environ: Mapping[str, str], stores: Stores, secret_key: str, var: Path
 ) -> dict[str, str]:
     """Environment shared by every replica and management command of the local stack."""
     env = dict(environ)
+    env.setdefault("BACKEND_VAR_DIR", str(var.resolve()))
     env.setdefault("DJANGO_DEBUG", "1")
     env.setdefault("DJANGO_SECRET_KEY", secret_key)
     env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
@@ -132,7 +133,7 @@ def build_plan(
     """Every child of the stack, its environment and its ports."""
     if options.replicas < 1:
         raise ValueError("--replicas must be at least 1")
-    backend_env = backend_environment(environ, stores, secret_key)
+    backend_env = backend_environment(environ, stores, secret_key, options.var)
     host = options.host
     replicas = []
     for index in range(options.replicas):

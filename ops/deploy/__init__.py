@@ -1,0 +1,1 @@
+"""Deployment files (Dockerfile, nginx, Prometheus, Grafana) and the lb's backend discovery."""
