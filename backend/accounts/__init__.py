@@ -1,0 +1,1 @@
+"""Accounts: registration and JWT auth; users live on the default database."""

@@ -1,0 +1,1 @@
+"""Cross-cutting pieces: environment parsing, domain errors, the exception handler, pagination."""

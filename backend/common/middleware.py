@@ -1,0 +1,117 @@
+"""Request middleware: request id + access log + metrics, and JSON bodies on every API error."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from http import HTTPStatus
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from backend import metrics
+from backend.common.logs import REQUEST_ID
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("backend.access")
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    500: "server_error",
+    503: "unavailable",
+}
+
+
+class RequestLogMiddleware:
+    """Keeps the lb's X-Request-ID (or makes one), echoes it, logs one line, counts metrics."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            elapsed = time.perf_counter() - started
+            response[REQUEST_ID_HEADER] = request_id
+            method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+            metrics.HTTP_REQUESTS.labels(method=method, status=str(response.status_code)).inc()
+            metrics.HTTP_DURATION.labels(method=method).observe(elapsed)
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            return response
+        finally:
+            REQUEST_ID.reset(token)
+
+
+_KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return "json" in response.get("Content-Type", "")
+
+
+class JsonErrorMiddleware:
+    """Turns any non-JSON error response outside the admin into `{"detail", "code"}`.
+
+    The DRF exception handler and the handler4xx/500 views already answer JSON; this catches
+    the rest (Django's CSRF page, debug pages, middleware-level rejections).
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or _is_json(response)
+            or request.path.startswith("/admin/")
+            or getattr(response, "streaming", False)
+        ):
+            return response
+        return json_error(response.status_code, headers=response)
+
+
+def json_error(
+    status: int,
+    detail: str | None = None,
+    code: str | None = None,
+    headers: HttpResponse | None = None,
+) -> JsonResponse:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = {"detail": detail or f"{phrase}.", "code": code or ERROR_CODES.get(status, "error")}
+    out = JsonResponse(body, status=status)
+    if headers is not None:
+        for name in ("Allow", "Retry-After", "WWW-Authenticate"):
+            if name in headers:
+                out[name] = headers[name]
+    return out

@@ -1,0 +1,11 @@
+"""The one pagination style of every list: page number, `page_size` query param capped at 100."""
+
+from __future__ import annotations
+
+from rest_framework.pagination import PageNumberPagination
+
+
+class StandardPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100

@@ -1,0 +1,1 @@
+"""Liveness (/healthz), readiness (/readyz) and the Prometheus endpoint (/metrics)."""

@@ -1,0 +1,244 @@
+"""Django settings, built once from the environment (see docs/backend.md for every variable).
+
+A bad or missing value stops the process with one line: ImproperlyConfigured naming the
+variable, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from backend.common.env import env_bool, env_int, env_list, env_str
+from backend.sharding.shardmap import shard_alias
+
+ENV = os.environ
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str(ENV, "BACKEND_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool(ENV, "DJANGO_DEBUG", False)
+
+SECRET_KEY = env_str(ENV, "DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is unset: required when DJANGO_DEBUG=0 "
+            "(one shared value for all replicas; it signs the JWTs)"
+        )
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789"
+
+ALLOWED_HOSTS = env_list(ENV, "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "storages",
+    "backend.common.apps.CommonConfig",
+    "backend.accounts.apps.AccountsConfig",
+    "backend.tours.apps.ToursConfig",
+    "backend.bookings.apps.BookingsConfig",
+    "backend.payments.apps.PaymentsConfig",
+    "backend.reviews.apps.ReviewsConfig",
+]
+
+MIDDLEWARE = [
+    "backend.common.middleware.RequestLogMiddleware",
+    "backend.common.middleware.JsonErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+WSGI_APPLICATION = "backend.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- databases: "default" (users, auth, token blacklist) + one alias per shard server ---
+CONN_MAX_AGE = env_int(ENV, "DB_CONN_MAX_AGE", 60)
+DB_CONNECT_TIMEOUT = env_int(ENV, "DB_CONNECT_TIMEOUT", 2, minimum=1)
+
+
+def _database(name: str, url: str) -> dict[str, object]:
+    try:
+        config: dict[str, object] = dict(
+            dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+        )
+    except Exception as exc:
+        raise ImproperlyConfigured(f"{name}={url!r}: expected a database URL ({exc})") from None
+    engine = str(config.get("ENGINE", ""))
+    options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
+    if "sqlite" in engine:
+        # threaded workers share the file: WAL lets readers run beside the writer, and a
+        # writer waits (instead of failing with "database is locked")
+        options.setdefault("timeout", 20)
+        options.setdefault("transaction_mode", "IMMEDIATE")
+        options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+    elif "postgresql" in engine:
+        options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    config["OPTIONS"] = options
+    return config
+
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": _database(
+        "DATABASE_URL", env_str(ENV, "DATABASE_URL", f"sqlite:///{VAR_DIR / 'default.sqlite3'}")
+    )
+}
+_SHARD_URLS = env_list(
+    ENV,
+    "SHARD_URLS",
+    [f"sqlite:///{VAR_DIR / 'shard0.sqlite3'}", f"sqlite:///{VAR_DIR / 'shard1.sqlite3'}"],
+)
+SHARD_ALIASES = [shard_alias(i) for i in range(len(_SHARD_URLS))]
+for _alias, _url in zip(SHARD_ALIASES, _SHARD_URLS, strict=True):
+    DATABASES[_alias] = _database("SHARD_URLS", _url)
+DATABASE_ROUTERS = ["backend.sharding.router.ShardRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache: Redis when REDIS_URL is set (shared by all replicas), else per process ---
+REDIS_URL = env_str(ENV, "REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "backend",
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+TOUR_LIST_CACHE_SECONDS = env_int(ENV, "TOUR_LIST_CACHE_SECONDS", 5)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- uploads: local files by default, S3 (django-storages) when a bucket is named ---
+MEDIA_ROOT = Path(env_str(ENV, "MEDIA_ROOT", str(VAR_DIR / "media")))
+MEDIA_URL = env_str(ENV, "MEDIA_URL", "/media/")
+PHOTO_MAX_BYTES = env_int(ENV, "PHOTO_MAX_BYTES", 5 * 1024 * 1024, minimum=1)
+AWS_STORAGE_BUCKET_NAME = env_str(ENV, "AWS_STORAGE_BUCKET_NAME")
+if AWS_STORAGE_BUCKET_NAME:
+    AWS_S3_ENDPOINT_URL = env_str(ENV, "AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_REGION_NAME = env_str(ENV, "AWS_S3_REGION_NAME") or None
+    AWS_S3_CUSTOM_DOMAIN = env_str(ENV, "AWS_S3_CUSTOM_DOMAIN") or None
+    AWS_QUERYSTRING_AUTH = env_bool(ENV, "AWS_QUERYSTRING_AUTH", True)
+    AWS_DEFAULT_ACL = None
+    AWS_S3_FILE_OVERWRITE = False
+    _DEFAULT_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
+else:
+    _DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _DEFAULT_STORAGE,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+SERVE_MEDIA = not AWS_STORAGE_BUCKET_NAME
+# bodies other than file uploads (JSON) are small; bigger ones get 413
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int(ENV, "DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024, minimum=1)
+
+EMAIL_BACKEND = env_str(ENV, "EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str(ENV, "EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+DEFAULT_FROM_EMAIL = env_str(ENV, "DEFAULT_FROM_EMAIL", "bookings@tourbook.localhost")
+
+BOOKING_HOLD_SECONDS = env_int(ENV, "BOOKING_HOLD_SECONDS", 600, minimum=1)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.StandardPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backend.common.exceptions.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int(ENV, "JWT_ACCESS_SECONDS", 300, minimum=1)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(
+        seconds=env_int(ENV, "JWT_REFRESH_SECONDS", 86400, minimum=1)
+    ),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": SECRET_KEY,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Tourbook API",
+    "DESCRIPTION": "Tours, bookings, payments and reviews on a sharded backend.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOG_LEVEL = env_str(ENV, "BACKEND_LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "backend.common.logs.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # one access line per request comes from RequestLogMiddleware; keep 5xx tracebacks
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+    },
+}
+
+if not DEBUG:
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    SESSION_COOKIE_HTTPONLY = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_FAILURE_VIEW = "backend.common.views.csrf_failure"

@@ -1,0 +1,89 @@
+"""The tour-list cache: pages keyed by query, under a version that every tour write replaces.
+
+With REDIS_URL the cache (and so the invalidation) is shared by all replicas; without it each
+process has its own and other replicas see a change after TOUR_LIST_CACHE_SECONDS at most.
+A cache that fails is skipped for a few seconds (the list is then read from the shards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from backend import metrics
+
+VERSION_KEY = "tours:list:version"
+log = logging.getLogger("backend.tours.cache")
+
+
+class TourListCache:
+    """Owns the "cache is down, skip it until" state; the clock is injectable."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, backoff: float = 5.0) -> None:
+        self.clock = clock
+        self.backoff = backoff
+        self._skip_until = 0.0
+
+    def _usable(self) -> bool:
+        return self.clock() >= self._skip_until
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("tour list cache unavailable: %s", exc)
+        metrics.TOUR_LIST_CACHE.labels(result="error").inc()
+        self._skip_until = self.clock() + self.backoff
+
+    def _version(self) -> str:
+        version = cache.get(VERSION_KEY)
+        if version is None:
+            cache.add(VERSION_KEY, uuid.uuid4().hex, None)
+            version = cache.get(VERSION_KEY) or "0"
+        return str(version)
+
+    def get_or_compute(
+        self, params: dict[str, Any], compute: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """(page, was_cached). `params` must fully describe the page."""
+        ttl = settings.TOUR_LIST_CACHE_SECONDS
+        if ttl <= 0 or not self._usable():
+            return compute(), False
+        digest = hashlib.sha1(
+            json.dumps(params, sort_keys=True, default=str).encode(), usedforsecurity=False
+        ).hexdigest()
+        try:
+            key = f"tours:list:{self._version()}:{digest}"
+            found = cache.get(key)
+        except Exception as exc:
+            self._failed(exc)
+            return compute(), False
+        if found is not None:
+            metrics.TOUR_LIST_CACHE.labels(result="hit").inc()
+            return found, True
+        metrics.TOUR_LIST_CACHE.labels(result="miss").inc()
+        page = compute()
+        try:
+            cache.set(key, page, ttl)
+        except Exception as exc:
+            self._failed(exc)
+        return page, False
+
+    def invalidate(self) -> None:
+        """Every cached page becomes unreachable (a new version); called after tour writes."""
+        try:
+            cache.set(VERSION_KEY, uuid.uuid4().hex, None)
+        except Exception as exc:
+            self._failed(exc)
+
+
+tour_list_cache = TourListCache()
+
+
+def invalidate_tour_list() -> None:
+    tour_list_cache.invalidate()

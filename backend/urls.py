@@ -1,0 +1,36 @@
+"""URL map: /api/... (JSON only), /admin/, /healthz, /readyz, /metrics, /api/schema/, /api/docs/."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from backend.health import views as health
+
+handler400 = "backend.common.views.bad_request"
+handler403 = "backend.common.views.permission_denied"
+handler404 = "backend.common.views.not_found"
+handler500 = "backend.common.views.server_error"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.prometheus, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("api/auth/", include("backend.accounts.urls")),
+    path("api/tours/", include("backend.tours.urls")),
+    path("api/tours/<uuid:tour_id>/reviews/", include("backend.reviews.urls")),
+    path("api/bookings/", include("backend.bookings.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+if settings.SERVE_MEDIA:
+    # local photo files; in production a front proxy (or S3) serves them instead
+    prefix = settings.MEDIA_URL.lstrip("/")
+    urlpatterns.append(
+        re_path(rf"^{prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+    )
