@@ -1,0 +1,42 @@
+"""`python -m lb`: settings from the environment (one line and exit 2 when bad), then serve."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lb.config import ConfigError, load_settings
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"lb: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
+    )
+    import uvloop
+
+    from lb import workers
+
+    try:
+        if argv[:1] == ["--worker"]:
+            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+            return uvloop.run(workers.run_worker(settings, Path(directory)))
+        if settings.workers == 1:
+            return uvloop.run(workers.run_single(settings))
+        return uvloop.run(workers.run_master(settings))
+    except OSError as exc:
+        print(f"lb: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,126 @@
+"""Wiring: one worker's runtime (pool, health checks, admission, proxy, public listener)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from lb.admission.service import build_admission
+from lb.config import Settings
+from lb.identity import ClientResolver
+from lb.metrics import Metrics
+from lb.proxy import Proxy
+from lb.server import LbServer, make_server, serve
+from lb.upstream.backend import backend_name
+from lb.upstream.connection import UpstreamClient
+from lb.upstream.health import HealthChecker
+from lb.upstream.pool import Pool
+from lb.websocket import WebSocketProxy
+
+log = logging.getLogger("lb")
+
+
+class Runtime:
+    """Everything one process needs to serve the public port, started and stopped as one."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+        loop = asyncio.get_running_loop()
+        self.settings = settings
+        self.registry = registry
+        self.started = time.time()
+        seed = settings.seed if settings.seed is not None else int.from_bytes(os.urandom(8))
+        self.metrics = Metrics(registry, [backend_name(b) for b in settings.backends])
+        self.pool = Pool.from_settings(
+            settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
+        )
+        self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
+        self.admission = build_admission(settings, registry)
+        self.upstream = UpstreamClient(max_idle=settings.upstream_keepalive, loop=loop)
+        self.websockets = WebSocketProxy(
+            self.pool,
+            connect_timeout=settings.connect_timeout,
+            idle_timeout=settings.idle_timeout,
+        )
+        self.proxy = Proxy(
+            settings,
+            pool=self.pool,
+            upstream=self.upstream,
+            admission=self.admission,
+            metrics=self.metrics,
+            resolver=ClientResolver(settings.trusted_proxies),
+            rng=random.Random(seed + 2),
+            loop=loop,
+            websockets=self.websockets,
+        )
+        self.server: LbServer = make_server(self.proxy, settings)
+        self._listener: asyncio.Server | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self.on_tick: list[Callable[[], None]] = []
+
+    @property
+    def draining(self) -> bool:
+        return self.proxy.draining
+
+    async def start(self, sock: socket.socket) -> None:
+        await self.admission.start()
+        await self.checker.start()
+        self._listener = await serve(self.server, sock)
+        self._sync_task = asyncio.create_task(self._sync(), name="lb-sync")
+
+    async def drain_and_stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to LB_DRAIN_TIMEOUT), close all."""
+        self.proxy.draining = True
+        if self._listener is not None:
+            self._listener.close()
+        timeout = self.settings.drain_timeout
+        in_flight = self.proxy.in_flight
+        if in_flight:
+            log.warning("draining: %d request(s) in flight, waiting up to %gs", in_flight, timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.proxy.wait_idle()
+        await self.server.shutdown(1.0)
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self.checker.stop()
+        with contextlib.suppress(Exception):
+            await self.admission.close()
+        await self.websockets.close()
+        self.upstream.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's state for /status."""
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "in_flight": self.proxy.in_flight,
+            "draining": self.proxy.draining,
+            "backends": self.pool.snapshot(),
+            "answered": dict(self.proxy.answered),
+            "admission": self.admission.status(),
+            "top_rejected": self.admission.top_rejected(10),
+        }
+
+    async def _sync(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                self.metrics.sync(self.pool.snapshot())
+                for tick in self.on_tick:
+                    tick()
+            except Exception:
+                log.exception("periodic sync failed")

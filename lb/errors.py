@@ -1,0 +1,101 @@
+"""The lb's own error answers: a small hierarchy with stable codes, and their one builder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from aiohttp import web
+
+Headers = Iterable[tuple[str, str]]
+
+NO_BACKEND_RETRY_AFTER = 1  # seconds: health checks run every couple of seconds
+
+
+class LbError(Exception):
+    """An answer the lb writes itself instead of a backend's: `{"detail", "code"}` JSON."""
+
+    status: int = 500
+    code: str = "internal_error"
+    default_detail: str = "The load balancer failed to handle the request."
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Headers = (),
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.detail = detail or self.default_detail
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        self.headers = tuple(headers)
+        super().__init__(self.detail)
+
+
+class BadRequest(LbError):
+    status, code = 400, "bad_request"
+    default_detail = "Malformed HTTP request."
+
+
+class RequestTimeout(LbError):
+    status, code = 408, "request_timeout"
+    default_detail = "The request body stalled longer than LB_IDLE_TIMEOUT."
+
+
+class BodyTooLarge(LbError):
+    status, code = 413, "body_too_large"
+    default_detail = "The request body is larger than the lb accepts."
+
+
+class HeadersTooLarge(LbError):
+    status, code = 431, "headers_too_large"
+    default_detail = "The request headers are larger than the lb accepts."
+
+
+class BadGateway(LbError):
+    status, code = 502, "bad_gateway"
+    default_detail = "The backend failed to answer and the request could not be retried."
+
+
+class NoBackend(LbError):
+    status, code = 503, "no_backend"
+    default_detail = "No healthy backend can take the request; retry shortly."
+
+    def __init__(self, detail: str | None = None, *, headers: Headers = ()) -> None:
+        super().__init__(
+            detail, headers=(("Retry-After", str(NO_BACKEND_RETRY_AFTER)), *tuple(headers))
+        )
+
+
+class GatewayTimeout(LbError):
+    status, code = 504, "gateway_timeout"
+    default_detail = "The backend did not answer in time."
+
+
+def error_body(code: str, detail: str) -> bytes:
+    return json.dumps({"detail": detail, "code": code}).encode()
+
+
+def json_error(
+    status: int, code: str, detail: str, headers: Headers = (), *, close: bool = False
+) -> web.Response:
+    """The one builder of the lb's error responses."""
+    resp = web.Response(
+        status=status, body=error_body(code, detail), content_type="application/json"
+    )
+    for name, value in headers:
+        resp.headers[name] = value
+    if close:
+        resp.force_close()
+    return resp
+
+
+def error_response(error: LbError, headers: Headers = (), *, close: bool = False) -> web.Response:
+    """The response for `error`, with `headers` (request id, RateLimit) added."""
+    return json_error(
+        error.status, error.code, error.detail, (*error.headers, *headers), close=close
+    )

@@ -1,0 +1,157 @@
+"""Prometheus metrics of the proxy (lb_*), on an injected registry; also the pool's event sink."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+BREAKER_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+CODE_CLASSES: Final = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+NO_BACKEND: Final = "none"  # the backend label of answers the lb wrote itself
+
+
+def code_class(status: int) -> str:
+    return CODE_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+
+
+class Metrics:
+    """Every lb_* metric. Implements the pool's PoolEvents (ejected, breaker, health).
+
+    With several worker processes prometheus_client's multiprocess mode is active (the
+    master sets PROMETHEUS_MULTIPROC_DIR); gauges then say how to combine the workers.
+    """
+
+    def __init__(self, registry: CollectorRegistry, backends: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "lb_requests",
+            "Requests answered, by status class and the backend that answered "
+            '("none": the lb answered itself).',
+            ["code_class", "backend"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "lb_request_duration_seconds",
+            "Time from request headers received to the last response byte sent.",
+            ["backend"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "lb_in_flight_requests",
+            "Requests being handled now.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.retries = Counter(
+            "lb_upstream_retries",
+            "Requests re-sent to another backend, by what failed.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ejections = Counter(
+            "lb_backend_ejections",
+            "Passive outlier ejections, by backend and the failure that caused them.",
+            ["backend", "reason"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "lb_backend_breaker_state",
+            "Circuit breaker per backend: 0 closed, 1 half_open, 2 open (worst worker).",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.healthy = Gauge(
+            "lb_backend_healthy",
+            "1 when active health checks pass for the backend, else 0.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.outstanding = Gauge(
+            "lb_backend_outstanding_requests",
+            "Requests sent to the backend and not finished yet.",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.lb_errors = Counter(
+            "lb_lb_errors",
+            "Error answers written by the lb itself, by code.",
+            ["code"],
+            registry=registry,
+        )
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+        self._retries: dict[str, Any] = {}
+        self._errors: dict[str, Any] = {}
+        for name in backends:
+            self.breaker_state.labels(name).set(0)
+            self.healthy.labels(name).set(1)
+            self.outstanding.labels(name).set(0)
+
+    # -- the hot path: label children are looked up once ----------------------------------
+
+    def observe(self, backend: str, status: int, seconds: float) -> None:
+        key = (code_class(status), backend)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(*key)
+        child.inc()
+        hist = self._durations.get(backend)
+        if hist is None:
+            hist = self._durations[backend] = self.duration.labels(backend)
+        hist.observe(seconds)
+
+    def lb_error(self, code: str) -> None:
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = self.lb_errors.labels(code)
+        child.inc()
+
+    def retry(self, reason: str) -> None:
+        child = self._retries.get(reason)
+        if child is None:
+            child = self._retries[reason] = self.retries.labels(reason)
+        child.inc()
+
+    # -- PoolEvents --------------------------------------------------------------------------
+
+    def ejected(self, backend: str, reason: str) -> None:
+        self.ejections.labels(backend, reason).inc()
+
+    def breaker_changed(self, backend: str, state: str) -> None:
+        self.breaker_state.labels(backend).set(BREAKER_VALUES.get(state, 2))
+
+    def health_changed(self, backend: str, healthy: bool) -> None:
+        self.healthy.labels(backend).set(1 if healthy else 0)
+
+    # -- periodic sync from the pool's snapshot ----------------------------------------------
+
+    def sync(self, snapshot: list[dict[str, Any]]) -> None:
+        """Refresh the per-backend gauges from `Pool.snapshot()`."""
+        for row in snapshot:
+            name = row["name"]
+            self.outstanding.labels(name).set(row["outstanding"])
+            self.healthy.labels(name).set(1 if row["healthy"] else 0)
+            self.breaker_state.labels(name).set(BREAKER_VALUES.get(row["breaker"], 2))

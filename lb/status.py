@@ -1,0 +1,147 @@
+"""The /status view: worker snapshots combined into one picture, with recent rates, and its HTML."""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+Snapshot = dict[str, Any]
+RATE_WINDOW = 10.0  # seconds the "recent" rates look back
+
+
+class StatusBoard:
+    """Merges per-worker snapshots (see `Runtime.snapshot()`) and derives request rates.
+
+    Per backend: healthy/eligible only if every worker says so, the worst breaker state,
+    outstanding requests summed; rates from the change of the workers' answer counters
+    over the last RATE_WINDOW seconds of /status calls.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
+
+    def combine(self, snapshots: Sequence[Snapshot], *, draining: bool = False) -> Snapshot:
+        now = self._clock()
+        backends: dict[str, dict[str, Any]] = {}
+        answered: dict[str, int] = {}
+        in_flight = 0
+        admission: dict[str, Any] = {}
+        rejected: dict[str, int] = {}
+        for snap in snapshots:
+            in_flight += snap.get("in_flight", 0)
+            admission = admission or snap.get("admission", {})
+            for key, count in snap.get("top_rejected", []):
+                rejected[key] = rejected.get(key, 0) + count
+            for name, count in snap.get("answered", {}).items():
+                answered[name] = answered.get(name, 0) + count
+            for row in snap.get("backends", []):
+                merged = backends.get(row["name"])
+                if merged is None:
+                    backends[row["name"]] = dict(row)
+                    continue
+                merged["healthy"] = merged["healthy"] and row["healthy"]
+                merged["eligible"] = merged["eligible"] and row["eligible"]
+                merged["drained"] = merged["drained"] or row["drained"]
+                merged["breaker"] = _worst(merged["breaker"], row["breaker"])
+                for field in ("outstanding", "requests", "failures", "ejections"):
+                    merged[field] = merged.get(field, 0) + row.get(field, 0)
+                if row.get("ejected_until") is not None:
+                    merged["ejected_until"] = max(
+                        merged.get("ejected_until") or 0.0, row["ejected_until"]
+                    )
+        rates = self._rates(now, answered)
+        for name, row in backends.items():
+            row["rate_per_second"] = rates.get(name, 0.0)
+        return {
+            "draining": draining,
+            "workers": len(snapshots),
+            "in_flight": in_flight,
+            "rate_per_second": round(sum(rates.values()), 2),
+            "rates_per_second": rates,
+            "answered": answered,
+            "backends": list(backends.values()),
+            "admission": admission,
+            "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],
+        }
+
+    def _rates(self, now: float, totals: dict[str, int]) -> dict[str, float]:
+        history = self._history
+        history.append((now, dict(totals)))
+        while len(history) > 1 and now - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        then, old = history[0]
+        elapsed = now - then
+        if elapsed <= 0:
+            return {name: 0.0 for name in totals}
+        return {
+            name: round(max(0, count - old.get(name, 0)) / elapsed, 2)
+            for name, count in totals.items()
+        }
+
+
+_BREAKER_ORDER = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _worst(a: str, b: str) -> str:
+    return a if _BREAKER_ORDER.get(a, 2) >= _BREAKER_ORDER.get(b, 2) else b
+
+
+def render_html(status: Snapshot) -> str:
+    """A small self-refreshing page for a browser."""
+    esc = html.escape
+    rows = []
+    for b in status["backends"]:
+        state = "up" if b.get("eligible") else "down"
+        rows.append(
+            "<tr class='{cls}'><td>{name}</td><td>{healthy}</td><td>{breaker}</td>"
+            "<td>{ejected}</td><td>{drained}</td><td>{out}</td><td>{rate}</td>"
+            "<td>{req}</td><td>{fail}</td><td>"
+            "<form method='post' action='/backends/{name}/{action}'>"
+            "<button>{action}</button></form></td></tr>".format(
+                cls=state,
+                name=esc(b["name"]),
+                healthy="yes" if b["healthy"] else "NO",
+                breaker=esc(str(b["breaker"])),
+                ejected="" if b.get("ejected_until") is None else f"{b['ejected_until']:.1f}s",
+                drained="yes" if b["drained"] else "",
+                out=b["outstanding"],
+                rate=f"{b.get('rate_per_second', 0.0):.1f}",
+                req=b.get("requests", 0),
+                fail=b.get("failures", 0),
+                action="restore" if b["drained"] else "drain",
+            )
+        )
+    admission = status.get("admission") or {}
+    rules = "".join(
+        f"<li>{esc(str(r.get('name')))}: {esc(str(r.get('method') or '*'))} "
+        f"{esc(str(r.get('prefix') or '/'))} capacity {r.get('capacity')}, "
+        f"{r.get('rate')}/s</li>"
+        for r in admission.get("rules", [])
+    )
+    rejected = "".join(
+        f"<li>{esc(str(key))}: {count}</li>" for key, count in status.get("top_rejected", [])
+    )
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>lb status</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 2em; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: .3em .8em; border: 1px solid #ccc; }}
+tr.down {{ background: #fdd; }} tr.up {{ background: #efe; }}
+</style></head><body>
+<h1>lb status</h1>
+<p>{status["workers"]} worker(s), {status["in_flight"]} request(s) in flight,
+{status["rate_per_second"]:.1f} req/s recently{" &mdash; <b>DRAINING</b>" if status["draining"] else ""}.</p>
+<table><tr><th>backend</th><th>healthy</th><th>breaker</th><th>ejected for</th>
+<th>drained</th><th>outstanding</th><th>req/s</th><th>requests</th><th>failures</th><th></th></tr>
+{"".join(rows)}
+</table>
+<h2>admission</h2><p>mode: {esc(str(admission.get("mode", "off")))}</p><ul>{rules}</ul>
+<h2>most rejected clients</h2><ul>{rejected or "<li>none</li>"}</ul>
+<p><a href="/status?format=json">JSON</a> &middot; <a href="/metrics">metrics</a></p>
+</body></html>
+"""

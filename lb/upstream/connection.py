@@ -1,0 +1,332 @@
+"""The upstream HTTP/1.1 client: one asyncio protocol per connection, keep-alive pools per backend.
+
+Parsing is httptools (llhttp, C). A connection carries one request at a time; its response
+body is handed over chunk by chunk with back-pressure (reading pauses while the consumer
+lags), so no body is ever held whole. Timeouts belong to the caller (`asyncio.timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Final
+
+import httptools
+
+HIGH_WATER: Final = 256 * 1024  # buffered response bytes at which reading pauses
+LOW_WATER: Final = 64 * 1024
+IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
+
+
+class UpstreamError(Exception):
+    """The backend could not be used; `reached` says whether the request may have reached it."""
+
+    reached: bool = True
+
+
+class ConnectFailed(UpstreamError):
+    reached = False
+
+
+class UpstreamClosed(UpstreamError):
+    """The connection dropped before the response was complete."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The backend answered something that is not HTTP/1.x."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to a backend. `begin()` before each request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.last_used = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._head_only = False
+        self._until_eof = False
+        self.error: UpstreamError | None = None
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = False
+        self.head_done = False
+        self.complete = False
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self.complete:
+            # bytes nobody asked for: the connection is out of step, never reuse it
+            self.keep_alive = False
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(UpstreamProtocolError(f"bad response from backend: {exc}"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.complete and self._until_eof and exc is None:
+            self.complete = True  # a body delimited by the end of the connection
+            self._wake()
+        elif not self.complete:
+            self._fail(UpstreamClosed("backend closed the connection"))
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # an interim answer (100 Continue, 103 Early Hints): wait for the real one
+            self.headers = []
+            self.reason = ""
+            return
+        self.status = status
+        self.keep_alive = self._parser.should_keep_alive()
+        self.head_done = True
+        if self._head_only:
+            self.complete = True
+        else:
+            self._until_eof = not any(
+                n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers
+            ) and status not in (204, 304)
+            if self._until_eof:
+                self.keep_alive = False
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:
+            return  # end of an interim answer
+        self.complete = True
+        self._wake()
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    def begin(self, *, head_only: bool = False) -> None:
+        """Reset per-request state; `head_only` for HEAD (the answer has no body)."""
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only = head_only
+        self._until_eof = False
+        self._chunks.clear()
+        self._buffered = 0
+        self.error = None
+        self.status = 0
+        self.reason = ""
+        self.headers = []
+        self.keep_alive = False
+        self.head_done = False
+        self.complete = False
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise self.error or UpstreamClosed("backend closed the connection")
+        self.transport.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        if self.closed or self.transport is None:
+            raise self.error or UpstreamClosed("backend closed the connection")
+        self.transport.writelines(data)
+
+    async def drain(self) -> None:
+        """Wait while the backend is not reading what we send."""
+        while self._write_paused and not self.closed:
+            self._drain_waiter = self._loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self.closed and not self.head_done:
+            raise self.error or UpstreamClosed("backend closed the connection")
+
+    async def read_head(self) -> None:
+        """Wait for the response status line and headers."""
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    async def read_chunk(self) -> bytes:
+        """The next piece of the response body; b"" at its end."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                chunk = chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._read_paused and self._buffered < LOW_WATER and self.transport:
+                    self._read_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait()
+
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self.keep_alive
+            and not self.closed
+            and self.error is None
+            and not self._chunks
+        )
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        self._waiter = waiter = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one backend (most recently used first)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_idle: int,
+        loop: asyncio.AbstractEventLoop,
+        idle_ttl: float = IDLE_TTL,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_idle = max_idle
+        self.idle_ttl = idle_ttl
+        self._loop = loop
+        self._idle: deque[UpstreamConnection] = deque()
+
+    def take_idle(self) -> UpstreamConnection | None:
+        """A live idle connection, or None (then `connect()`)."""
+        idle = self._idle
+        now = self._loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.last_used < self.idle_ttl:
+                return conn
+            conn.close()
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """A new connection; ConnectFailed when the backend does not accept it."""
+        loop = self._loop
+        try:
+            _, conn = await loop.create_connection(
+                lambda: UpstreamConnection(loop), self.host, self.port
+            )
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Keep `conn` for the next request if it is clean, else close it."""
+        if not conn.reusable() or len(self._idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.last_used = self._loop.time()
+        self._idle.append(conn)
+        # the oldest end may hold connections that went stale meanwhile
+        first = self._idle[0]
+        if first.closed or conn.last_used - first.last_used > self.idle_ttl:
+            self._idle.popleft().close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+
+class UpstreamClient:
+    """A ConnectionPool per backend name."""
+
+    def __init__(self, *, max_idle: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._max_idle = max_idle
+        self._loop = loop
+        self._pools: dict[str, ConnectionPool] = {}
+
+    def pool(self, name: str, host: str, port: int) -> ConnectionPool:
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = ConnectionPool(host, port, max_idle=self._max_idle, loop=self._loop)
+            self._pools[name] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
