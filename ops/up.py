@@ -227,6 +227,7 @@ class Stack:
     def run(self) -> int:
         options = self.options
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.var / "db").mkdir(exist_ok=True)  # SQLite creates files, not directories
         secret = private_file(self.var / "secret_key", secrets.token_urlsafe(48))
         preview = build_plan(options, self.environ, sqlite_stores(self.var), secret)
         check_ports(options.host, preview.ports)
