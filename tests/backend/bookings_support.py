@@ -10,6 +10,7 @@ is the seeding half that runs inside the backend's own configuration.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ import aiohttp
 import psycopg
 import pytest
 
+from tests.backend.conftest import clone_databases
 from tests.support.net import free_port
 from tests.support.processes import ROOT, Process, python
 
@@ -49,6 +51,8 @@ class Stack:
     shard_urls: list[str]
     work: Path
     processes: list[Process] = field(default_factory=list)
+    user_pool: list[User] = field(default_factory=list)
+    staff_pool: list[User] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -79,14 +83,38 @@ class Stack:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     def users(self, n: int, *, staff: bool = False) -> list[User]:
-        data = self.seed({"users": n, "staff": staff})
-        return [User(**u) for u in data["users"]]
+        """n users never used before (from a pool seeded in bulk, topped up when it runs low)."""
+        pool = self.staff_pool if staff else self.user_pool
+        if len(pool) < n:
+            data = self.seed({"users": max(n, 100), "staff": staff})
+            pool.extend(User(**u) for u in data["users"])
+        taken, pool[:] = pool[:n], pool[n:]
+        return taken
 
     def tour(
         self, *, capacity: int = 10, shard: int = 0, starts_in_days: int = 30, price: str = "50.00"
     ) -> str:
-        spec = {"shard": shard, "capacity": capacity, "starts_in_days": starts_in_days}
-        return self.seed({"tours": [{**spec, "price": price}]})["tours"][0]
+        """A new tour on shard `shard` (written straight into the shard's tours table)."""
+        tour_id = uuid.uuid4()
+        while self.shard_of(str(tour_id)) != shard % len(self.shard_urls):
+            tour_id = uuid.uuid4()
+        start = dt.date.today() + dt.timedelta(days=starts_in_days)
+        self.sql(
+            shard % len(self.shard_urls),
+            "INSERT INTO tours_tour (id, name, description, price, start_date, end_date, "
+            "capacity, seats_available, rating, rating_count, created_at, updated_at) "
+            "VALUES (%s, %s, '', %s, %s, %s, %s, %s, 0, 0, now(), now())",
+            [
+                tour_id,
+                f"Tour {tour_id.hex[:6]}",
+                price,
+                start,
+                start + dt.timedelta(days=3),
+                capacity,
+                capacity,
+            ],
+        )
+        return str(tour_id)
 
     def shard_of(self, tour_id: str) -> int:
         return (uuid.UUID(tour_id).int % 64) % len(self.shard_urls)
@@ -111,14 +139,17 @@ class Stack:
             proc.stop()
 
 
-def _create_databases(pg_servers: list[Any]) -> tuple[str, list[str]]:
+def build_stack(
+    pg_servers: list[Any], work: Path, *, template: str | None = None, replicas: int = REPLICAS
+) -> Stack:
+    """Fresh databases (copies of a migrated `template`, else migrated here) and replicas."""
     name = f"b_{uuid.uuid4().hex[:12]}"
-    urls = [server.create_database(name) for server in pg_servers]
-    return urls[0], urls[1:]
-
-
-def build_stack(pg_servers: list[Any], work: Path, replicas: int = REPLICAS) -> Stack:
-    default_url, shard_urls = _create_databases(pg_servers)
+    if template:
+        urls = clone_databases(pg_servers, template, name)
+        default_url, shard_urls = urls["DATABASE_URL"], urls["SHARD_URLS"].split(",")
+    else:
+        created = [server.create_database(name) for server in pg_servers]
+        default_url, shard_urls = created[0], created[1:]
     work.mkdir(parents=True, exist_ok=True)
     env = {
         "DJANGO_DEBUG": "0",
@@ -136,8 +167,9 @@ def build_stack(pg_servers: list[Any], work: Path, replicas: int = REPLICAS) -> 
         "GUNICORN_LOG_LEVEL": "warning",
     }
     stack = Stack(env=env, urls=[], shard_urls=shard_urls, work=work)
-    migrated = stack.run("backend", "migrate_all", "-v", "0", timeout=300)
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    if not template:
+        migrated = stack.run("backend", "migrate_all", "-v", "0", timeout=300)
+        assert migrated.returncode == 0, migrated.stderr[-3000:]
     for i in range(replicas):
         port = free_port()
         proc = Process(
@@ -147,6 +179,7 @@ def build_stack(pg_servers: list[Any], work: Path, replicas: int = REPLICAS) -> 
         ).start()
         stack.processes.append(proc)
         stack.urls.append(f"http://127.0.0.1:{port}")
+    stack.user_pool.extend(User(**u) for u in stack.seed({"users": 800})["users"])
     for proc, url in zip(stack.processes, stack.urls, strict=True):
         proc.wait_http(f"{url}/healthz", timeout=60)
     return stack
@@ -157,11 +190,11 @@ _STACKS: dict[str, Stack] = {}
 
 @pytest.fixture(scope="session", name="booking_stack")
 def booking_stack_fixture(
-    request: pytest.FixtureRequest, pg_servers: list[Any], work_dir: Path
+    request: pytest.FixtureRequest, pg_servers: list[Any], work_dir: Path, migrated_template: str
 ) -> Stack:
     """The shared stack (built once per session even though several modules import this)."""
     if "stack" not in _STACKS:
-        stack = build_stack(pg_servers, work_dir / "booking-stack")
+        stack = build_stack(pg_servers, work_dir / "booking-stack", template=migrated_template)
         _STACKS["stack"] = stack
         request.config.add_cleanup(stack.stop)
     return _STACKS["stack"]
@@ -225,8 +258,6 @@ def verify(stack: Stack) -> subprocess.CompletedProcess[str]:
 
 
 def _seed(spec: dict[str, Any]) -> dict[str, Any]:
-    import datetime as dt
-
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
@@ -234,10 +265,7 @@ def _seed(spec: dict[str, Any]) -> dict[str, Any]:
     from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.tokens import AccessToken
 
-    from backend.sharding import shard_aliases, shard_for
-    from backend.tours.models import Tour
-
-    out: dict[str, Any] = {"users": [], "tours": []}
+    out: dict[str, Any] = {"users": []}
     n = int(spec.get("users", 0))
     if n:
         model = get_user_model()
@@ -256,24 +284,6 @@ def _seed(spec: dict[str, Any]) -> dict[str, Any]:
         for user in model.objects.filter(username__startswith=f"u{tag}").order_by("id"):
             token = str(AccessToken.for_user(user))
             out["users"].append({"id": user.pk, "username": user.username, "token": token})
-    aliases = shard_aliases()
-    for t in spec.get("tours", []):
-        want = aliases[t.get("shard", 0) % len(aliases)]
-        tour_id = uuid.uuid4()
-        while shard_for(tour_id) != want:
-            tour_id = uuid.uuid4()
-        start = dt.date.today() + dt.timedelta(days=int(t.get("starts_in_days", 30)))
-        Tour.objects.using(want).create(
-            id=tour_id,
-            name=f"Tour {tour_id.hex[:6]}",
-            description="",
-            price=t.get("price", "50.00"),
-            start_date=start,
-            end_date=start + dt.timedelta(days=3),
-            capacity=t["capacity"],
-            seats_available=t["capacity"],
-        )
-        out["tours"].append(str(tour_id))
     return out
 
 
