@@ -41,6 +41,7 @@ log = logging.getLogger("lb.proxy")
 access_log = logging.getLogger("lb.access")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so retries may resend
 
 
 class ClientGone(BadRequest):
@@ -216,13 +217,22 @@ class Proxy:
             transport = request.transport
             if transport is not None:
                 transport.write(CONTINUE)
+        if has_body and length is not None and length <= REPLAYABLE_BODY:
+            # small bodies are read first: they go out with the head in one write, and a
+            # retry can send them again
+            head += await self._read_small_body(request, length)
+            has_body = False
         tried: list[Backend] = []
         retries = 0
         body_touched = False
         last: _Failed | None = None
+        pending: Backend | None = None  # already picked for the next attempt
         while True:
-            backend = pool.pick(tried) if tried else pool.pick()
+            backend = pending or (pool.pick(tried) if tried else pool.pick())
+            pending = None
             if backend is None:
+                if retries > 0:
+                    pool.retry_budget.release()  # the retry granted could not start
                 if last is not None:
                     raise last.error
                 raise NoBackend()
@@ -287,15 +297,19 @@ class Proxy:
             if outcome is Outcome.SERVER_ERROR and self._may_retry(
                 request, outcome, True, retries, body_touched
             ):
-                # another backend gets a go; this answer is dropped
-                conn.abort()
-                pool.finish(backend, outcome)
-                if budgeted:
-                    pool.retry_budget.release()
-                retries += 1
-                self.metrics.retry(outcome.value)
-                last = _Failed(outcome, True, BadGateway("Backend answered with an error."))
-                continue
+                pending = pool.pick(tried)
+                if pending is not None:
+                    # another backend gets a go; this answer is dropped
+                    conn.abort()
+                    pool.finish(backend, outcome)
+                    if budgeted:
+                        pool.retry_budget.release()
+                    retries += 1
+                    self.metrics.retry(outcome.value)
+                    last = _Failed(outcome, True, BadGateway("Backend answered with an error."))
+                    continue
+                # nowhere else to go: the backend's own answer is the best there is
+                pool.retry_budget.release()
             try:
                 return await self._respond(request, conn, cpool, backend, outcome, answer_headers)
             finally:
@@ -324,6 +338,18 @@ class Proxy:
         if len(pool.backends) < 2:
             return False
         return pool.retry_budget.try_acquire()
+
+    async def _read_small_body(self, request: web.BaseRequest, length: int) -> bytes:
+        try:
+            async with asyncio.timeout(self.settings.idle_timeout):
+                body = await request.content.readexactly(length)
+        except TimeoutError:
+            raise RequestTimeout() from None
+        except RequestPayloadError as exc:
+            raise BadRequest(f"Malformed request body: {exc}") from None
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise ClientGone(str(exc)) from None
+        return body
 
     async def _send_body(
         self, request: web.BaseRequest, conn: UpstreamConnection, chunked: bool, deadline: float
