@@ -133,7 +133,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "backend",
+            "KEY_PREFIX": env_str(ENV, "CACHE_KEY_PREFIX", "backend"),
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
     }
