@@ -62,6 +62,7 @@ class Runtime:
             websockets=self.websockets,
         )
         self.server: LbServer = make_server(self.proxy, settings)
+        self.server.on_error = self.proxy.protocol_error
         self._listener: asyncio.Server | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []

@@ -133,6 +133,12 @@ class Proxy:
                     (loop.time() - started) * 1000,
                 )
 
+    def protocol_error(self, status: int, code: str) -> None:
+        """Count an answer the HTTP layer wrote for a request that never reached us."""
+        self.metrics.lb_error(code)
+        self.metrics.observe(NO_BACKEND, status, 0.0)
+        self.answered[NO_BACKEND] = self.answered.get(NO_BACKEND, 0) + 1
+
     async def wait_idle(self) -> None:
         """Return once no request is in flight."""
         await self._idle_empty.wait()

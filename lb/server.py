@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web, web_protocol, web_server
@@ -32,6 +33,9 @@ def listen_socket(
     return sock
 
 
+ErrorHook = Callable[[int, str], None]
+
+
 class LbRequestHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler, answering protocol errors in the lb's JSON form."""
 
@@ -41,6 +45,19 @@ class LbRequestHandler(web_protocol.RequestHandler):
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
+    ) -> web.StreamResponse:
+        resp = self._error_response(request, status, exc, message)
+        manager = self._manager
+        if isinstance(manager, LbServer) and manager.on_error is not None:
+            manager.on_error(resp.status, _CODES.get(resp.status, "internal_error"))
+        return resp
+
+    def _error_response(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        exc: BaseException | None,
+        message: str | None,
     ) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error")
@@ -66,8 +83,13 @@ class LbRequestHandler(web_protocol.RequestHandler):
         )
 
 
+_CODES = {400: "bad_request", 431: "headers_too_large", 504: "gateway_timeout"}
+
+
 class LbServer(web_server.Server):
     """aiohttp's low-level server, making LbRequestHandler connections."""
+
+    on_error: ErrorHook | None = None  # counts the protocol-level error answers
 
     def __call__(self) -> web_protocol.RequestHandler:
         return LbRequestHandler(self, loop=self._loop, **self._kwargs)

@@ -103,6 +103,27 @@ class LbProcess:
             return resp.read().decode()  # type: ignore[no-any-return]
 
 
+def start_lb(env: Mapping[str, str] | None, log: Path, *, wait: bool = True) -> LbProcess:
+    """Start `python -m lb` with `env` over test defaults (free ports, fast health checks)."""
+    full = {
+        "LB_LISTEN": f"127.0.0.1:{free_port()}",
+        "LB_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
+        "LB_HEALTH_INTERVAL": "0.5",
+        "LB_LOG_LEVEL": "WARNING",
+        "LB_ACCESS_LOG": "0",
+        "LB_SEED": "7",
+    }
+    full.update(env or {})
+    port = int(full["LB_LISTEN"].rsplit(":", 1)[1])
+    admin_port = int(full["LB_ADMIN_LISTEN"].rsplit(":", 1)[1])
+    process = Process(python("-m", "lb"), log_path=log, env=full).start()
+    lb = LbProcess(process, port, admin_port, full)
+    if wait:
+        process.wait_http(f"{lb.admin_url}/healthz")
+        process.wait_port(port)
+    return lb
+
+
 @pytest.fixture
 def fake_backends(tmp_path: Path) -> Iterator[Callable[[int], list[FakeBackend]]]:
     """Factory: `fake_backends(n)` starts n fake backends b0..b(n-1); all stopped at teardown."""
@@ -130,25 +151,8 @@ def lb_process(tmp_path: Path) -> Iterator[Callable[..., LbProcess]]:
     started: list[LbProcess] = []
 
     def start(env: Mapping[str, str] | None = None, *, wait: bool = True) -> LbProcess:
-        port, admin_port = free_port(), free_port()
-        full = {
-            "LB_LISTEN": f"127.0.0.1:{port}",
-            "LB_ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
-            "LB_HEALTH_INTERVAL": "0.5",
-            "LB_LOG_LEVEL": "WARNING",
-            "LB_ACCESS_LOG": "0",
-            "LB_SEED": "7",
-        }
-        full.update(env or {})
-        port = int(full["LB_LISTEN"].rsplit(":", 1)[1])
-        admin_port = int(full["LB_ADMIN_LISTEN"].rsplit(":", 1)[1])
-        log = tmp_path / f"lb-{len(started)}.log"
-        process = Process(python("-m", "lb"), log_path=log, env=full).start()
-        lb = LbProcess(process, port, admin_port, full)
+        lb = start_lb(env, tmp_path / f"lb-{len(started)}.log", wait=wait)
         started.append(lb)
-        if wait:
-            process.wait_http(f"{lb.admin_url}/healthz")
-            process.wait_port(port)
         return lb
 
     yield start
