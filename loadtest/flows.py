@@ -210,10 +210,9 @@ class Booker(TourBookUser):
             return
         if not self.hot_tours:
             self.find_hot_tours()
-        candidates = [t for t in self.hot_tours if t not in self.booked] or self.hot_tours
-        if not candidates:
+        tour = self.pick_tour()
+        if tour is None:
             return
-        tour = random.choice(candidates)
         booking = self.book(tour)
         if booking is None:
             return
@@ -233,6 +232,15 @@ class Booker(TourBookUser):
                 expected=lambda s, c: "409" if s == 409 else None,
             )
 
+    def pick_tour(self) -> str | None:
+        """A hot tour not booked yet; once all are, any other tour of the catalogue."""
+        candidates = [t for t in self.hot_tours if t not in self.booked]
+        if not candidates:
+            if not self.tour_ids:
+                self.tour_ids = [t["id"] for t in self.learn_tours()]
+            candidates = [t for t in self.tour_ids if t not in self.booked]
+        return random.choice(candidates) if candidates else None
+
     def book(self, tour: str) -> str | None:
         """POST a booking with an Idempotency-Key, sometimes resend it; the booking id or None."""
         key = str(uuid.uuid4())
@@ -250,7 +258,9 @@ class Booker(TourBookUser):
             ok=(201,),
             expected=sold_out_or_booked,
         )
-        if status == 409 and isinstance(created, dict) and created.get("code") == "already_booked":
+        code = created.get("code") if isinstance(created, dict) else None
+        # already booked: move on; sold out: half the crowd keeps refreshing, half gives up
+        if status == 409 and (code == "already_booked" or random.random() < 0.5):
             self.booked.add(tour)
         if status != 201 or not isinstance(created, dict):
             return None
