@@ -115,3 +115,31 @@ def json_error(
             if name in headers:
                 out[name] = headers[name]
     return out
+
+
+class BodyLimitMiddleware:
+    """413 before reading a body larger than allowed (DRF streams bodies past Django's check).
+
+    Multipart uploads may be up to PHOTO_MAX_BYTES (+ form overhead); anything else up to
+    DATA_UPLOAD_MAX_MEMORY_SIZE.
+    """
+
+    MULTIPART_OVERHEAD = 64 * 1024
+
+    def __init__(self, get_response: Handler) -> None:
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.body_limit = int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        self.upload_limit = int(settings.PHOTO_MAX_BYTES) + self.MULTIPART_OVERHEAD
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared.isdigit():
+            multipart = request.content_type == "multipart/form-data"
+            limit = self.upload_limit if multipart else self.body_limit
+            if int(declared) > limit:
+                return json_error(
+                    413, f"The request body is larger than {limit} bytes.", "body_too_large"
+                )
+        return self.get_response(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from backend import metrics
@@ -11,11 +12,13 @@ from backend.health.checks import readiness
 RETRY_AFTER_SECONDS = 5
 
 
+@csrf_exempt
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+@csrf_exempt
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     results = readiness()
@@ -36,6 +39,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ready", "checks": checks})
 
 
+@csrf_exempt
 @require_GET
 def prometheus(request: HttpRequest) -> HttpResponse:
     body, content_type = metrics.render()

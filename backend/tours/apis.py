@@ -14,7 +14,6 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from backend.common.errors import PayloadTooLarge
 from backend.common.pagination import StandardPagination
 from backend.tours import selectors, services
 from backend.tours.cache import tour_list_cache
@@ -128,12 +127,7 @@ class TourPhotoApi(APIView):
         request={"multipart/form-data": PhotoInput}, responses={201: PhotoOutput}, tags=["tours"]
     )
     def post(self, request: Request, tour_id: uuid.UUID) -> Response:
-        from django.conf import settings
-
-        declared = request.META.get("CONTENT_LENGTH") or "0"
-        # refuse before reading a body far larger than any allowed photo
-        if declared.isdigit() and int(declared) > settings.PHOTO_MAX_BYTES + 64 * 1024:
-            raise PayloadTooLarge(f"A photo may be at most {settings.PHOTO_MAX_BYTES} bytes.")
+        # oversized bodies were refused (413) by BodyLimitMiddleware before being read
         data = PhotoInput(data=request.data)
         data.is_valid(raise_exception=True)
         photo = services.tour_photo_add(tour_id=tour_id, upload=data.validated_data["file"])
