@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -286,16 +287,9 @@ class Stack:
 
 
 def staff_username(seed_output: str) -> str:
-    """The staff user name seed_demo printed (a `username: NAME`-ish line), else `staff`."""
-    for line in seed_output.splitlines():
-        lowered = line.lower()
-        if "staff" in lowered and ("user" in lowered or "login" in lowered):
-            for token in line.replace(",", " ").replace("=", " ").replace(":", " ").split():
-                if token.lower() not in ("staff", "user", "username", "login", "password") and (
-                    token.isidentifier()
-                ):
-                    return token
-    return "staff"
+    """The staff user name seed_demo printed (`staff user: NAME password: ...`), else `staff`."""
+    found = re.search(r"staff user\W+(\S+)", seed_output)
+    return found.group(1) if found else "staff"
 
 
 @contextlib.contextmanager

@@ -115,7 +115,7 @@ def test_secret_and_password_files_are_private_and_stable(tmp_path):
 
 
 def test_staff_username_from_seed_output():
-    assert staff_username("created 40 tours\nstaff user: admin password: x\n") == "admin"
+    assert staff_username("tours: 3 created\nstaff user: admin password: user\n") == "admin"
     assert staff_username("nothing useful") == "staff"
 
 
