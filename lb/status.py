@@ -53,6 +53,15 @@ class StatusBoard:
                     merged["ejected_until"] = max(
                         merged.get("ejected_until") or 0.0, row["ejected_until"]
                     )
+        per_worker = [
+            {
+                "pid": snap.get("pid"),
+                "in_flight": snap.get("in_flight", 0),
+                "answered": sum(snap.get("answered", {}).values()),
+                "draining": snap.get("draining", False),
+            }
+            for snap in snapshots
+        ]
         rates = self._rates(now, answered)
         for name, row in backends.items():
             row["rate_per_second"] = rates.get(name, 0.0)
@@ -63,6 +72,7 @@ class StatusBoard:
             "rate_per_second": round(sum(rates.values()), 2),
             "rates_per_second": rates,
             "answered": answered,
+            "per_worker": per_worker,
             "backends": list(backends.values()),
             "admission": admission,
             "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],

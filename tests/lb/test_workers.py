@@ -1,0 +1,95 @@
+"""Worker processes on one port: SIGTERM drains without client errors; one scrape sees all."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from tests.lb.conftest import FakeBackend, LbProcess
+from tests.lb.test_admin import OPEN_ADMISSION, total
+
+pytestmark = [pytest.mark.processes]
+
+
+def exit_code(lb: LbProcess, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = lb.process.popen.poll() if lb.process.popen else None
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_under_load_completes_every_in_flight_request(
+    workers: int,
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    backends = fake_backends(2)
+    lb = lb_process(
+        {
+            **OPEN_ADMISSION,
+            "LB_BACKENDS": ",".join(b.url for b in backends),
+            "LB_WORKERS": str(workers),
+            "LB_DRAIN_TIMEOUT": "15",
+        }
+    )
+    n = 40
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def slow(i: int) -> tuple[int, int]:
+            # a body both ways, so the drain has to wait for the stream to finish
+            async with session.post(
+                f"{lb.url}/work/{i}?sleep=1.5&size=200000", data=b"p" * 5000
+            ) as resp:
+                return resp.status, len(await resp.read())
+
+        tasks = [asyncio.ensure_future(slow(i)) for i in range(n)]
+        # every request has reached a backend before the signal
+        deadline = time.monotonic() + 10
+        while sum(len(b.records()) for b in backends) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polling files written by other processes
+            await asyncio.sleep(0.05)
+        assert sum(len(b.records()) for b in backends) == n
+        os.kill(lb.pid, signal.SIGTERM)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results == [(200, 200000)] * n
+    assert exit_code(lb, 20) == 0
+
+
+async def test_one_scrape_covers_all_workers(
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    backends = fake_backends(2)
+    lb = lb_process(
+        {**OPEN_ADMISSION, "LB_BACKENDS": ",".join(b.url for b in backends), "LB_WORKERS": "2"}
+    )
+    sent = 60
+    # fresh connections: SO_REUSEPORT spreads them over both workers
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for i in range(sent):
+            async with session.get(f"{lb.url}/n/{i}?status={404 if i % 10 == 0 else 200}") as r:
+                assert r.status in (200, 404)
+    text = lb.metrics_text()
+    assert total(text, "lb_requests_total") == sent
+    assert total(text, "lb_requests_total", code_class="4xx") == sent // 10
+    assert total(text, "lb_request_duration_seconds_count") == sent
+    assert total(text, "lb_in_flight_requests") == 0
+    await asyncio.sleep(1.0)  # workers publish their /status snapshots every 0.5 s
+    status = lb.status()
+    assert status["workers"] == 2
+    assert sum(status["answered"].values()) == sent
+    # both workers took a share (connections are hashed over the two sockets)
+    shares = [w["answered"] for w in status["per_worker"]]
+    assert len(shares) == 2 and min(shares) > 0 and sum(shares) == sent
