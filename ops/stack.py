@@ -112,6 +112,8 @@ def backend_environment(
 ) -> dict[str, str]:
     """Environment shared by every replica and management command of the local stack."""
     env = dict(environ)
+    if not env.get("DJANGO_SETTINGS_MODULE"):
+        env.pop("DJANGO_SETTINGS_MODULE", None)  # empty means unset: backend's own settings
     env.setdefault("BACKEND_VAR_DIR", str(var.resolve()))
     env.setdefault("DJANGO_DEBUG", "1")
     env.setdefault("DJANGO_SECRET_KEY", secret_key)
