@@ -139,7 +139,26 @@ class BodyLimitMiddleware:
             multipart = request.content_type == "multipart/form-data"
             limit = self.upload_limit if multipart else self.body_limit
             if int(declared) > limit:
+                self._drain(request, int(declared))
                 return json_error(
                     413, f"The request body is larger than {limit} bytes.", "body_too_large"
                 )
         return self.get_response(request)
+
+    MAX_DRAIN = 8 * 1024 * 1024
+
+    def _drain(self, request: HttpRequest, declared: int) -> None:
+        """Read (and drop) a moderately oversized body, so the client gets to read the 413.
+
+        Closing a socket with unread input makes the kernel reset the connection, and most
+        clients then report a reset instead of the answer. Huge bodies are not worth reading.
+        """
+        if declared > self.MAX_DRAIN:
+            return
+        stream = request.META.get("wsgi.input")
+        remaining = declared
+        while stream is not None and remaining > 0:
+            chunk = stream.read(min(remaining, 64 * 1024))
+            if not chunk:
+                break
+            remaining -= len(chunk)
