@@ -1,9 +1,8 @@
 """Booking writes: create (seat hold), cancel, expire. Each one transaction on the tour's shard.
 
-Lock discipline: the tour row is the hot spot (every booking of a tour updates it), so each
-transaction touches it LAST, with one conditional UPDATE, and commits right after. Everything
-that can fail or take time (validation, the booking insert that enforces one active booking
-per user and tour, the audit event, the stored idempotent response) happens before.
+Lock discipline: the tour row is the hot spot (every booking of a tour updates it), so it is
+locked as briefly as possible: taking seats is one statement (seats.py); cancel and expiry
+touch the tour row last, with one increment, and commit right after.
 """
 
 from __future__ import annotations
@@ -15,24 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 from django.utils import timezone
 
 from backend.metrics import BOOKINGS
-from backend.sharding import shard_atomic
+from backend.sharding import on_shard, shard_atomic
 from backend.tours.models import Tour
 
 from . import idempotency
 from .errors import (
-    AlreadyBooked,
     IdempotencyInProgress,
     IdempotencyMismatch,
-    SoldOut,
-    TourNotFound,
     TourStarted,
 )
 from .models import Booking, BookingEvent, BookingStatus, IdempotencyRecord
+from .seats import HoldRequest, return_seats, take_seats
 from .shards import alias_for_tour, booking_id_for_tour
 
 Renderer = Callable[[Booking], dict[str, Any]]
@@ -77,13 +73,6 @@ def record_event(
     )
 
 
-def return_seats(*, alias: str, tour_id: uuid.UUID, seats: int) -> None:
-    """Give seats back to a tour: one atomic increment (the CHECK keeps it <= capacity)."""
-    Tour.objects.using(alias).filter(pk=tour_id).update(
-        seats_available=F("seats_available") + seats
-    )
-
-
 def booking_create(
     *,
     user_id: int,
@@ -97,56 +86,32 @@ def booking_create(
     """Hold `seats` on a tour for a user: a `pending` booking that expires after the hold.
 
     Raises TourNotFound, TourStarted, SoldOut, AlreadyBooked, IdempotencyInProgress,
-    IdempotencyMismatch. With an Idempotency-Key, a repeat of a created booking is replayed.
+    IdempotencyMismatch. With an Idempotency-Key, a repeat of a created booking is replayed;
+    the key's record is written in the booking's own transaction.
     """
     now = now or timezone.now()
     alias = alias_for_tour(tour_id)
-    with shard_atomic(alias):
-        if idempotency_key is not None:
+    req = HoldRequest(
+        user_id=user_id,
+        tour_id=tour_id,
+        seats=seats,
+        hold_seconds=hold_seconds(),
+        now=now,
+        idempotency_key=idempotency_key,
+    )
+    if idempotency_key is None:
+        with on_shard(alias):
+            body = render(take_seats(alias, booking_id_for_tour(tour_id), req))
+    else:
+        with shard_atomic(alias):
             if not idempotency.try_lock(alias, user_id, idempotency_key):
                 raise IdempotencyInProgress()
             stored = _stored_response(alias, user_id, idempotency_key, fingerprint)
             if stored is not None:
                 BOOKINGS.labels(outcome="replayed").inc()
                 return stored
-        tour = (
-            Tour.objects.using(alias)
-            .filter(pk=tour_id)
-            .values("price", "start_date", "seats_available")
-            .first()
-        )
-        if tour is None:
-            raise TourNotFound()
-        if tour_has_started(tour["start_date"], now):
-            raise TourStarted("This tour has already started; it can no longer be booked.")
-        if tour["seats_available"] < seats:
-            # an unlocked early answer; the conditional UPDATE below is the authority
-            BOOKINGS.labels(outcome="sold_out").inc()
-            raise SoldOut()
-        booking = Booking(
-            id=booking_id_for_tour(tour_id),
-            tour_id=tour_id,
-            user_id=user_id,
-            seats=seats,
-            status=BookingStatus.PENDING,
-            total_price=tour["price"] * seats,
-            hold_expires_at=now + dt.timedelta(seconds=hold_seconds()),
-            idempotency_key=idempotency_key,
-            created_at=now,
-            updated_at=now,
-        )
-        _insert_booking(alias, booking)
-        record_event(
-            alias=alias,
-            booking=booking,
-            from_status="",
-            to_status=BookingStatus.PENDING,
-            actor_id=user_id,
-            reason="created",
-            now=now,
-        )
-        body = render(booking)
-        if idempotency_key is not None:
+            booking = take_seats(alias, booking_id_for_tour(tour_id), req)
+            body = render(booking)
             IdempotencyRecord.objects.using(alias).create(
                 user_id=user_id,
                 key=idempotency_key,
@@ -156,28 +121,8 @@ def booking_create(
                 response_body=body,
                 created_at=now,
             )
-        # last statement before COMMIT: the only one that locks the tour row
-        taken = (
-            Tour.objects.using(alias)
-            .filter(pk=tour_id, seats_available__gte=seats)
-            .update(seats_available=F("seats_available") - seats)
-        )
-        if not taken:
-            BOOKINGS.labels(outcome="sold_out").inc()
-            raise SoldOut()
     BOOKINGS.labels(outcome="created").inc()
     return CreateResult(status=201, body=body, replayed=False)
-
-
-def _insert_booking(alias: str, booking: Booking) -> None:
-    # no savepoint: a violation aborts the whole transaction, which is what the error means
-    try:
-        booking.save(using=alias, force_insert=True)
-    except IntegrityError as exc:
-        if "idempotency" in str(exc):
-            raise IdempotencyInProgress() from exc
-        BOOKINGS.labels(outcome="already_booked").inc()
-        raise AlreadyBooked() from exc
 
 
 def _stored_response(alias: str, user_id: int, key: str, fingerprint: str) -> CreateResult | None:
