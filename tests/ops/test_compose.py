@@ -184,6 +184,8 @@ def test_nginx_terminates_tls_in_front_of_the_lb_with_a_generated_certificate(co
     lb_port = compose["services"]["lb"]["environment"]["LB_LISTEN"].rsplit(":", 1)[1]
     assert f"server lb:{lb_port};" in conf
     assert re.search(r"listen 443 ssl;", conf)
+    # replicas accept any Host (probes come by address), so the front must filter host names
+    assert "listen 443 ssl default_server;" in conf and "return 421;" in conf
     assert "X-Forwarded-For $proxy_add_x_forwarded_for" in conf
     assert (
         "ssl_certificate /certs/tls.crt;" in conf and "ssl_certificate_key /certs/tls.key;" in conf
