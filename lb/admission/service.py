@@ -145,11 +145,10 @@ def build_admission(
             metrics.set_mode(mode)
 
         store = Failover(
-            RedisLimiter.from_settings(settings),
+            RedisLimiter.from_settings(settings, on_error=metrics.redis_errors.inc),
             local,
             policy=settings.redis_failure,
             on_mode=on_mode,
-            on_error=metrics.redis_errors.inc,
         )
         details = {
             "store": "redis",
