@@ -39,7 +39,8 @@ FIXED_METRICS = {
 }
 
 _ENV_READ = re.compile(
-    r"""(?:\bget|getenv|\benv_\w+|_int|_bool|environ\[|setdefault)\(?\s*(?:\w+\s*,\s*)?["']([A-Z][A-Z0-9_]{2,})["']"""
+    r"""(?:(?<![.\w])get|(?:environ|ENV|env)\.(?:get|setdefault)|getenv|\benv_\w+|\b_int|\b_bool|environ\[)"""
+    r"""\(?\s*(?:\w+\s*,\s*)?["']([A-Z][A-Z0-9_]{2,})["']"""
 )
 _ENV_READ_MULTILINE = re.compile(r"""env_\w+\(\s*\w+,\s*["']([A-Z][A-Z0-9_]{2,})["']""")
 _SHELL_READ = re.compile(r"\$\{([A-Z][A-Z0-9_]+)")
