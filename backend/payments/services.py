@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import uuid
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -17,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from backend.bookings.errors import BookingExpired, BookingNotPayable
+from backend.bookings.ids import logical_shard_of, new_booking_id
 from backend.bookings.models import Booking, BookingStatus
 from backend.bookings.services import booking_expire_locked, record_event
 from backend.metrics import BOOKINGS
@@ -63,7 +63,8 @@ def booking_pay(
                 idempotency_key=f"booking:{locked.pk}",
             )
             Payment.objects.using(alias).create(
-                id=uuid.uuid4(),
+                # tagged like the booking id, so the payment's shard is known from its id
+                id=new_booking_id(logical_shard_of(locked.pk)),
                 booking=locked,
                 user_id=locked.user_id,
                 amount=locked.total_price,

@@ -53,7 +53,7 @@ class RunResult:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.bench bookings", description=__doc__)
     parser.add_argument("--bookings", type=int, default=3000, help="attempts per run")
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per replica")
     parser.add_argument("--threads", type=int, default=4, help="threads per worker")
