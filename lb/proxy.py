@@ -50,6 +50,12 @@ class ClientGone(BadRequest):
     default_detail = "The request body ended early."
 
 
+class CoalescedResponse(web.StreamResponse):
+    """A streamed response whose head waits for the first body bytes (sent in one write)."""
+
+    _send_headers_immediately = False
+
+
 class _Failed(Exception):
     """One attempt failed before a response head arrived."""
 
@@ -413,7 +419,10 @@ class Proxy:
         headers = h.downstream_headers(conn.headers)
         for name, value in answer_headers:
             headers[name] = value
-        resp = web.StreamResponse(status=conn.status, reason=conn.reason or None, headers=headers)
+        # with body bytes at hand, the head leaves together with them (one write, one packet);
+        # otherwise (a slow stream) the head goes out at once
+        factory = CoalescedResponse if conn.has_body_data() else web.StreamResponse
+        resp = factory(status=conn.status, reason=conn.reason or None, headers=headers)
         if self.draining:
             resp.force_close()
         loop = self.loop
@@ -421,6 +430,10 @@ class Proxy:
         writing = False
         try:
             await resp.prepare(request)
+            if conn.complete:
+                writing = True
+                await resp.write_eof(conn.take_body())
+                return self._finish(conn, cpool, backend, outcome, resp)
             async with asyncio.timeout(idle) as timer:
                 while True:
                     writing = False
@@ -441,15 +454,24 @@ class Proxy:
             # the client went away: aiohttp notices too and drops the connection
             outcome = Outcome.CANCELLED
             conn.abort()
-        except asyncio.CancelledError:
+        except BaseException:  # cancelled, or a bug: the attempt still ends exactly once
             conn.abort()
             self.pool.finish(backend, Outcome.CANCELLED)
             raise
-        finally:
-            if conn.reusable():
-                cpool.release(conn)
-            elif not conn.closed:
-                conn.abort()
+        return self._finish(conn, cpool, backend, outcome, resp)
+
+    def _finish(
+        self,
+        conn: UpstreamConnection,
+        cpool: ConnectionPool,
+        backend: Backend,
+        outcome: Outcome,
+        resp: web.StreamResponse,
+    ) -> tuple[web.StreamResponse, str]:
+        if conn.reusable():
+            cpool.release(conn)
+        elif not conn.closed:
+            conn.abort()
         self.pool.finish(backend, outcome)
         return resp, backend.name
 

@@ -211,6 +211,20 @@ class UpstreamConnection(asyncio.Protocol):
                 raise self.error
             await self._wait()
 
+    def has_body_data(self) -> bool:
+        return self.complete or bool(self._chunks)
+
+    def take_body(self) -> bytes:
+        """All buffered body bytes at once (for a complete response)."""
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return body
+
     def reusable(self) -> bool:
         return (
             self.complete

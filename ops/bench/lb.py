@@ -1,0 +1,136 @@
+"""`python -m ops.bench lb`: the lb against a direct backend, nginx and a naive aiohttp proxy.
+
+One run starts two fast backends, then measures each setup with the same closed-loop load
+(wrk -c64 when installed) and prints req/s, p50, p99 and the ratios side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Callable
+
+from ops.bench.common import (
+    NGINX,
+    WRK,
+    Bench,
+    Result,
+    bench,
+    run_load,
+    start_lb,
+    start_nginx_backends,
+    start_nginx_proxy,
+    table,
+)
+from ops.servers import free_port
+
+GOALS = (
+    ("lb, 1 worker", "naive aiohttp proxy", 2.5),
+    ("lb, 1 worker", "nginx proxy, 1 worker", 0.35),
+    ("lb, 2 workers", "nginx proxy, 1 worker", 0.6),
+)
+
+
+def start_naive_proxy(b: Bench, backends: list[int]) -> int:
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "ops.bench.lb",
+        "naive-proxy",
+        str(port),
+        ",".join(map(str, backends)),
+    ]
+    b.start(f"naive-{port}", argv, port)
+    return port
+
+
+def serve_naive_proxy(port: int, backends: list[int]) -> None:
+    """What a first aiohttp proxy looks like: one ClientSession, a request per call."""
+    import aiohttp
+    import uvloop
+    from aiohttp import web
+
+    targets = itertools.cycle(f"http://127.0.0.1:{p}" for p in backends)
+
+    async def client_ctx(app: web.Application) -> object:
+        app["session"] = aiohttp.ClientSession(auto_decompress=False)
+        yield
+        await app["session"].close()
+
+    async def proxy(request: web.Request) -> web.Response:
+        session: aiohttp.ClientSession = request.app["session"]
+        async with session.request(
+            request.method,
+            next(targets) + request.path_qs,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as upstream:
+            body = await upstream.read()
+            return web.Response(body=body, status=upstream.status)
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_ctx)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["naive-proxy"]:
+        serve_naive_proxy(int(argv[1]), [int(p) for p in argv[2].split(",")])
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m ops.bench lb", description=__doc__)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument("--access-log", action="store_true", help="lb with its access log on")
+    args = parser.parse_args(argv)
+
+    def load(port: int) -> Result:
+        return run_load(
+            f"http://127.0.0.1:{port}/bench", connections=args.connections, duration=args.duration
+        )
+
+    rows: list[tuple[str, Result | None]] = []
+    lb_env = {"LB_ACCESS_LOG": "1" if args.access_log else "0"}
+    with bench() as b:
+        backends = start_nginx_backends(b, 2)
+        load(backends[0])  # warm-up
+        setups: list[tuple[str, Callable[[], int | None]]] = [
+            ("direct (one backend)", lambda: backends[0]),
+            ("nginx proxy, 1 worker", lambda: start_nginx_proxy(b, backends, 1)),
+            ("naive aiohttp proxy", lambda: start_naive_proxy(b, backends)),
+            ("lb, 1 worker", lambda: start_lb(b, backends, 1, lb_env)),
+            ("lb, 2 workers", lambda: start_lb(b, backends, 2, lb_env)),
+        ]
+        for name, start in setups:
+            port = start()
+            if port is None:
+                rows.append((name, None))
+                continue
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            rows.append((name, load(port)))
+            if port != backends[0]:
+                b.stop(b.procs[-1])  # one proxy at a time: they share two cores
+    tool = "wrk" if WRK else "python client (wrk not installed)"
+    backend_kind = "nginx" if NGINX else "aiohttp (nginx not installed)"
+    print(
+        f"\nlb bench: {args.connections} connections, {args.duration:g} s per run, {tool}, "
+        f"backends: 2 x {backend_kind}, 200-byte responses"
+    )
+    print(table(rows, "nginx proxy, 1 worker" if NGINX else "direct (one backend)"))
+    figures = dict(rows)
+    print()
+    for mine, other, goal in GOALS:
+        a, o = figures.get(mine), figures.get(other)
+        if a is None or o is None or not o.rps:
+            continue
+        ratio = a.rps / o.rps
+        verdict = "ok" if ratio >= goal else "BELOW GOAL"
+        print(f"{mine} / {other}: {ratio:.2f}x (goal >= {goal}x) {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
