@@ -1,0 +1,104 @@
+"""What only the Redis store must show: one key per bucket, expiry, NOSCRIPT, shared limits."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as redis
+
+from lb.admission.redis_limiter import RedisLimiter, bucket_key, redact
+from lb.admission.rules import Rule
+from ops.servers import RedisServer
+from tests.lb.admission.conftest import redis_limiter
+
+pytestmark = pytest.mark.redis
+
+
+def test_bucket_key_is_one_hash_tag_per_rule_and_client() -> None:
+    key = bucket_key("POST /api/{x}/", "10.0.0.1")
+    assert key == "lb:rl:{POST /api/x/|10.0.0.1}"
+    assert bucket_key("default", "10.0.0.1") != bucket_key("default", "10.0.0.2")
+
+
+def test_redact_hides_the_password() -> None:
+    assert redact("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact("redis://app:s3cret@redis:6379/0") == "redis://app:***@redis:6379/0"
+    assert redact("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+@pytest.fixture
+async def limiter(redis_server: RedisServer) -> RedisLimiter:
+    lim = redis_limiter(redis_server.url)
+    await lim.start()
+    yield lim  # type: ignore[misc]
+    await lim.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> redis.Redis:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client  # type: ignore[misc]
+    await client.aclose()
+
+
+async def test_state_is_one_key_expiring_when_the_bucket_is_empty(
+    limiter: RedisLimiter, raw: redis.Redis
+) -> None:
+    rule, client = Rule("default", 5, 1.0), f"10.1.{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        assert (await limiter.check(rule, client)).allowed
+    key = bucket_key(rule.name, client)
+    assert await raw.keys(f"*{client}*") == [key.encode()]
+    # three units at 1/s: the key lives as long as the bucket takes to drain
+    assert 2800 <= await raw.pttl(key) <= 3000
+
+
+async def test_a_rejected_check_writes_nothing(limiter: RedisLimiter, raw: redis.Redis) -> None:
+    rule, client = Rule("default", 2, 0.1), f"10.2.{uuid.uuid4().hex[:6]}"
+    await asyncio.gather(*(limiter.check(rule, client) for _ in range(2)))
+    key = bucket_key(rule.name, client)
+    before = await raw.get(key)
+    ttl_before = await raw.pttl(key)
+    assert not (await limiter.check(rule, client)).allowed
+    assert await raw.get(key) == before
+    assert await raw.pttl(key) <= ttl_before
+
+
+async def test_recovers_when_redis_forgets_the_script(
+    limiter: RedisLimiter, raw: redis.Redis
+) -> None:
+    rule, client = Rule("default", 3, 0.5), f"10.3.{uuid.uuid4().hex[:6]}"
+    assert (await limiter.check(rule, client)).allowed
+    await raw.script_flush()  # what a restart or a failover does to the script cache
+    results = await asyncio.gather(*(limiter.check(rule, client) for _ in range(5)))
+    assert sum(r.allowed for r in results) == 2  # the same bucket, exact, no error
+
+
+async def test_two_limiters_on_one_redis_share_one_bucket(redis_server: RedisServer) -> None:
+    # two lb processes (or hosts): separate clients, connections and batches
+    first, second = redis_limiter(redis_server.url), redis_limiter(redis_server.url)
+    await first.start()
+    await second.start()
+    rule, client = Rule("default", 5, 1.0), f"10.4.{uuid.uuid4().hex[:6]}"
+    checks = [lim.check(rule, client) for _ in range(10) for lim in (first, second)]
+    results = await asyncio.gather(*checks)
+    assert sum(r.allowed for r in results) == 5
+    await first.close()
+    await second.close()
+
+
+async def test_batches_go_in_one_round_trip(limiter: RedisLimiter) -> None:
+    # 200 checks issued in one loop iteration become one pipeline, not 200 round trips
+    rule = Rule("default", 1000, 1.0)
+    sent: list[int] = []
+    original = limiter._pipeline
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        sent.append(len(batch))
+        return await original(batch)
+
+    limiter._pipeline = counting  # type: ignore[method-assign]
+    await asyncio.gather(*(limiter.check(rule, f"10.5.0.{i}") for i in range(200)))
+    assert sent == [200]
