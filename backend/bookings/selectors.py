@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-import heapq
 import uuid
-from collections.abc import Sequence
 from typing import Any
-
-from django.db.models import QuerySet
 
 from backend import sharding
 
 from .errors import BookingNotFound
+from .merge import MergedBookings
 from .models import Booking, IdempotencyRecord
 from .shards import alias_for_booking
-
-
-def _newest_first(booking: Booking) -> tuple[Any, str]:
-    return (booking.created_at, str(booking.pk))
-
-
-class MergedBookings:
-    """Bookings from several shards as one newest-first sequence, fetched page by page.
-
-    Supports what Django's Paginator needs: `count()` (a COUNT per shard) and slicing, which
-    reads at most `stop` rows from each shard and merges them.
-    """
-
-    def __init__(self, querysets: Sequence[QuerySet[Booking]]) -> None:
-        self._querysets = [qs.order_by("-created_at", "-id") for qs in querysets]
-        self._count: int | None = None
-
-    def count(self) -> int:
-        if self._count is None:
-            self._count = sum(qs.count() for qs in self._querysets)
-        return self._count
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __getitem__(self, index: slice | int) -> list[Booking] | Booking:
-        if isinstance(index, int):
-            return self[index : index + 1][0]  # type: ignore[index]
-        start, stop = index.start or 0, index.stop
-        if stop is None:
-            stop = self.count()
-        if stop <= start:
-            return []
-        per_shard = [list(qs[:stop]) for qs in self._querysets]
-        merged = heapq.merge(*per_shard, key=_newest_first, reverse=True)
-        return list(merged)[start:stop]
 
 
 def booking_list(*, user: Any) -> MergedBookings:

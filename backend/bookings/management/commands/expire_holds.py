@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from backend.bookings.services import bookings_expire_due
+from backend.common.errors import ShardUnavailable
 from backend.sharding import shard_aliases
 
 
@@ -33,7 +34,19 @@ class Command(BaseCommand):
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
         while True:
-            expired = bookings_expire_due(aliases=shard_aliases(), batch=batch)
+            expired, failed = 0, []
+            for alias in shard_aliases():
+                try:
+                    expired += bookings_expire_due(aliases=[alias], batch=batch)
+                except ShardUnavailable:
+                    # the other shards still release their holds; this one is retried next run
+                    failed.append(alias)
             self.stdout.write(f"expired {expired} booking(s)")
-            if every <= 0 or stop.wait(every):
+            if failed:
+                self.stderr.write(f"unreachable, retried next run: {', '.join(failed)}")
+            if every <= 0:
+                if failed:
+                    raise SystemExit(1)
+                return
+            if stop.wait(every):
                 return
