@@ -148,6 +148,17 @@ class Stack:
         return urls[0], tuple(urls[1:])
 
     def stores(self) -> Stores:
+        try:
+            return self._stores()
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            text = detail.decode(errors="replace").strip() if isinstance(detail, bytes) else ""
+            raise StackError(
+                f"could not start a data server: {exc}{': ' + text if text else ''};"
+                f" see the server logs under {self.var}"
+            ) from None
+
+    def _stores(self) -> Stores:
         fallback = sqlite_stores(self.var)
         if self.options.postgres and not self.environ.get("DATABASE_URL"):
             database_url, shard_urls = self.start_postgres()
@@ -255,15 +266,23 @@ class Stack:
         self.wait_public(plan)
         if self.stop_requested.is_set():
             return 0
-        (self.var / "stack.json").write_text(json.dumps({"pids": self.supervisor.pids()}) + "\n")
+        pids = self.write_pids({})
         self.say(summary(plan, staff))
 
         last_expiry = time.monotonic()
         while not self.stop_requested.wait(0.5):
             now = time.monotonic()
             self.supervisor.check(now)
+            pids = self.write_pids(pids)
             last_expiry = self.tick_expiry(plan, last_expiry, now)
         return 0
+
+    def write_pids(self, written: dict[str, int]) -> dict[str, int]:
+        """Keep VAR/stack.json naming the live children (restarts change PIDs)."""
+        pids = self.supervisor.pids()
+        if pids != written:
+            (self.var / "stack.json").write_text(json.dumps({"pids": pids}) + "\n")
+        return pids
 
     def wait_public(self, plan: Plan) -> None:
         url = f"{plan.public_url}/api/tours/"

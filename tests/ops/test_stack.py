@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from ops.stack import Options, Service, build_plan, sqlite_stores, stores_from_env, summary
 from ops.supervisor import StackError, Supervisor, backoff
 from ops.up import check_ports, parse_args, private_file, staff_username
+from tests.support.net import free_port
 
 
 def plan_for(tmp_path: Path, environ=None, **options):
@@ -164,3 +166,47 @@ def test_stop_terminates_only_its_own_children_newest_first(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def ops_up(tmp_path, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ops", "up", "--var", str(tmp_path / "var"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.processes
+def test_ops_up_refuses_a_busy_port_in_one_line_and_starts_nothing(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = ops_up(tmp_path, "--port", str(port), "--admin-port", str(free_port()))
+    assert result.returncode == 1
+    assert f"port already in use: 127.0.0.1:{port} (lb public listener (--port))" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var" / "log" / "migrate_all.log").exists()
+
+
+@pytest.mark.processes
+def test_ops_up_without_postgres_binaries_says_so(tmp_path):
+    result = ops_up(
+        tmp_path,
+        "--postgres",
+        "--port",
+        str(free_port()),
+        "--admin-port",
+        str(free_port()),
+        "--backend-base-port",
+        str(free_port()),
+        "--replicas",
+        "1",
+        env={"PG_BINDIR": str(tmp_path / "no-postgres-here"), "DATABASE_URL": ""},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "ops up: could not start a data server" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ops: stopped" in result.stdout
