@@ -71,15 +71,18 @@ class ClientResolver:
         peer_addr = _parse(peer)
         if peer_addr is None or not self.is_trusted(peer_addr):
             return self._from_peer(peer)
+        # the nearest address vouched for so far: the peer, then each trusted hop
+        nearest = peer_addr
         for hop in reversed(forwarded_for.split(",")):
             addr = _parse(hop)
             if addr is None:
-                # garbage in the chain: stop believing it at this point
+                # garbage in the chain: nothing left of it can be believed
                 break
             if not self.is_trusted(addr):
                 return Client(ip=str(addr), key=bucket_key(addr), via_trusted_proxy=True)
-        # every hop was trusted (or unparsable): the nearest believable address is the client
-        return Client(ip=str(peer_addr), key=bucket_key(peer_addr), via_trusted_proxy=True)
+            nearest = addr
+        # every believable hop was a trusted proxy: the farthest of them is the client
+        return Client(ip=str(nearest), key=bucket_key(nearest), via_trusted_proxy=True)
 
     def _from_peer(self, peer: str) -> Client:
         addr = _parse(peer)
