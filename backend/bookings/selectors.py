@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+
 from backend import sharding
 
 from .errors import BookingNotFound
@@ -42,11 +44,19 @@ def idempotency_record_find(
     """The stored response for (user, key): the tour's shard first, then the others.
 
     A key reused for another tour was stored on that tour's shard; finding it there lets the
-    caller answer 422 instead of booking twice under one key.
+    caller answer 422 instead of booking twice under one key. The other shards are a best
+    effort: one that cannot be reached does not block bookings on this one.
     """
-    aliases = [first_alias] + [a for a in sharding.shard_aliases() if a != first_alias]
-    for alias in aliases:
-        record = IdempotencyRecord.objects.using(alias).filter(user_id=user_id, key=key).first()
+    record = IdempotencyRecord.objects.using(first_alias).filter(user_id=user_id, key=key).first()
+    if record is not None:
+        return record
+    for alias in sharding.shard_aliases():
+        if alias == first_alias:
+            continue
+        try:
+            record = IdempotencyRecord.objects.using(alias).filter(user_id=user_id, key=key).first()
+        except (OperationalError, InterfaceError):
+            continue
         if record is not None:
             return record
     return None
