@@ -29,6 +29,7 @@ from .errors import (
 )
 from .models import Booking, BookingEvent, BookingStatus, IdempotencyRecord
 from .seats import HoldRequest, return_seats, take_seats
+from .selectors import idempotency_record_find
 from .shards import alias_for_tour, booking_id_for_tour
 
 Renderer = Callable[[Booking], dict[str, Any]]
@@ -127,8 +128,6 @@ def booking_create(
 
 def _stored_response(alias: str, user_id: int, key: str, fingerprint: str) -> CreateResult | None:
     """The replay for (user, key) if one is stored anywhere; 422 if its body differs."""
-    from .selectors import idempotency_record_find  # selectors import services' models only
-
     record = idempotency_record_find(user_id=user_id, key=key, first_alias=alias)
     if record is None:
         return None
@@ -143,6 +142,7 @@ def booking_cancel(*, booking: Booking, actor_id: int, now: dt.datetime | None =
     A booking already cancelled or expired is returned unchanged. Refused (409) once the tour
     has started. Permission (owner or staff) is the caller's check.
     """
+    # payments build on bookings; importing here keeps that dependency one-way at load time
     from backend.payments.services import payment_refund_for_booking
 
     now = now or timezone.now()

@@ -165,6 +165,7 @@ def build_stack(
         "GUNICORN_WORKERS": "2",
         "GUNICORN_THREADS": "4",
         "GUNICORN_LOG_LEVEL": "warning",
+        "GUNICORN_GRACEFUL_TIMEOUT": "3",
     }
     stack = Stack(env=env, urls=[], shard_urls=shard_urls, work=work)
     if not template:
