@@ -3,29 +3,34 @@
 Every check queued during one event-loop iteration goes to Redis in one pipelined round
 trip of EVALSHA calls, so the cost per request is a share of a round trip, not a whole
 one, and the limit stays exact: each EVALSHA is still one atomic script on one key.
+A single server is spoken to over a lean RESP connection (resp.py); a cluster through
+redis-py's cluster client, which routes each key to its slot's node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 from lb.admission.bucket import Decision, decide
+from lb.admission.resp import RespConnection, RespError, encode
 from lb.admission.rules import Rule
 from lb.config import Settings
 
 log = logging.getLogger("lb.admission")
 
 SCRIPT = resources.files("lb.admission").joinpath("leaky_bucket.lua").read_text()
+SHA = hashlib.sha1(SCRIPT.encode()).hexdigest()
 KEY_PREFIX = "lb:rl:"
 
 
@@ -54,10 +59,115 @@ def redact(url: str) -> str:
 
 
 class _Pending:
-    __slots__ = ("args", "future", "rule")
+    __slots__ = ("future", "key", "rule")
 
-    def __init__(self, rule: Rule, args: tuple[str, str, str], future: asyncio.Future[Decision]):
-        self.rule, self.args, self.future = rule, args, future
+    def __init__(self, rule: Rule, key: str, future: asyncio.Future[Decision]) -> None:
+        self.rule, self.key, self.future = rule, key, future
+
+
+def _is_noscript(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+class _Backend(Protocol):
+    async def load(self) -> None: ...
+
+    async def run(self, batch: list[_Pending]) -> list[Any]: ...
+
+    def reset(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class _SingleServer:
+    """One Redis server over one pipelined RESP connection; commands encoded once per rule."""
+
+    def __init__(self, url: str) -> None:
+        self._conn = RespConnection(url)
+        self._prefix = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n$1\r\n1\r\n"
+        self._tails: dict[str, bytes] = {}
+
+    async def load(self) -> None:
+        if not self._conn.connected:
+            await self._conn.connect()
+        (reply,) = await self._conn.send(encode(b"SCRIPT", b"LOAD", SCRIPT.encode()), 1)
+        if isinstance(reply, Exception) or reply.decode() != SHA:
+            raise RespError(f"SCRIPT LOAD failed: {reply!r}")
+
+    def _command(self, item: _Pending) -> bytes:
+        tail = self._tails.get(item.rule.name)
+        if tail is None:
+            capacity, rate = str(item.rule.capacity).encode(), repr(item.rule.rate).encode()
+            tail = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(capacity), capacity, len(rate), rate)
+            self._tails[item.rule.name] = tail
+        key = item.key.encode()
+        return b"%s$%d\r\n%s\r\n%s" % (self._prefix, len(key), key, tail)
+
+    async def run(self, batch: list[_Pending]) -> list[Any]:
+        if not self._conn.connected:
+            raise RespError("not connected")
+        payload = b"".join([self._command(item) for item in batch])
+        replies = await self._conn.send(payload, len(batch))
+        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        if missing:
+            # Redis restarted or failed over and lost its script cache: load it, redo those
+            await self.load()
+            again = await self._conn.send(
+                b"".join([self._command(batch[i]) for i in missing]), len(missing)
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def reset(self) -> None:
+        self._conn.abort()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class _Cluster:
+    """A Redis Cluster through redis-py: each EVALSHA goes to its key's slot owner."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._client = RedisCluster.from_url(
+            url,
+            socket_timeout=max(timeout, 0.5),
+            socket_connect_timeout=max(timeout, 0.5),
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._args: dict[str, tuple[int, str]] = {}
+
+    async def load(self) -> None:
+        await self._client.initialize()
+        await self._client.script_load(SCRIPT)  # on every primary
+
+    async def run(self, batch: list[_Pending]) -> list[Any]:
+        replies = await self._pipeline(batch)
+        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
+        if missing:
+            await self._client.script_load(SCRIPT)
+            again = await self._pipeline([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for item in batch:
+            rule = item.rule
+            # execute_command: cluster pipelines refuse the evalsha() helper, not the command
+            pipe.execute_command("EVALSHA", SHA, 1, item.key, rule.capacity, repr(rule.rate))
+        result: list[Any] = await pipe.execute(raise_on_error=False)
+        return result
+
+    def reset(self) -> None:
+        return None  # redis-py drops a connection that failed mid-command itself
+
+    async def close(self) -> None:
+        await self._client.aclose()
 
 
 class RedisLimiter:
@@ -67,49 +177,42 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        url: str,
         *,
-        timeout: float,
+        cluster: bool = False,
+        timeout: float = 0.05,
         on_error: Callable[[], None] = lambda: None,
     ) -> None:
-        self._client = client
+        self._backend: _Backend = _Cluster(url, timeout) if cluster else _SingleServer(url)
         self._timeout = timeout
         self._on_error = on_error
-        self._sha = ""
         self._queue: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        # capacity and rate as the script's arguments, formatted once per rule
-        self._args: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_settings(
         cls, settings: Settings, *, on_error: Callable[[], None] = lambda: None
     ) -> RedisLimiter:
         assert settings.redis_url is not None
-        options: dict[str, Any] = {
-            "socket_timeout": max(settings.redis_timeout, 0.5),
-            "socket_connect_timeout": max(settings.redis_timeout, 0.5),
-            "retry": Retry(NoBackoff(), 0),
-        }
-        client: Redis | RedisCluster
-        if settings.redis_cluster:
-            client = RedisCluster.from_url(settings.redis_url, **options)
-        else:
-            client = Redis.from_url(settings.redis_url, **options)
-        return cls(client, timeout=settings.redis_timeout, on_error=on_error)
+        return cls(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            timeout=settings.redis_timeout,
+            on_error=on_error,
+        )
 
     async def start(self) -> None:
-        """Load the script (and with it, prove Redis answers); StoreUnavailable if not."""
+        """Connect and load the script (proving Redis answers); StoreUnavailable if not."""
         await self.ping()
 
     async def ping(self) -> None:
         """Reach Redis and (re)load the script: a restarted Redis has forgotten it."""
         try:
+            # not on the request path: connecting may take longer than one check may
             async with asyncio.timeout(max(self._timeout * 10, 2.0)):
-                if isinstance(self._client, RedisCluster):
-                    await self._client.initialize()
-                self._sha = await self._client.script_load(SCRIPT)
+                await self._backend.load()
         except Exception as exc:  # any failure to reach Redis means: not available
+            self._backend.reset()
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
@@ -117,16 +220,14 @@ class RedisLimiter:
             self._flusher.cancel()
         self._fail(self._queue, StoreUnavailable("closed"))
         self._queue = []
-        await self._client.aclose()
+        await self._backend.close()
 
     async def check(self, rule: Rule, client: str) -> Decision:
-        args = self._args.get(rule.name)
-        if args is None:
-            args = self._args[rule.name] = (str(rule.capacity), repr(rule.rate))
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(rule, (bucket_key(rule.name, client), *args), future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Decision] = loop.create_future()
+        self._queue.append(_Pending(rule, bucket_key(rule.name, client), future))
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._drain())
+            self._flusher = loop.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -142,12 +243,13 @@ class RedisLimiter:
     async def _send(self, batch: list[_Pending]) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                replies = await self._run(batch)
+                replies = await self._backend.run(batch)
         except asyncio.CancelledError:
             self._fail(batch, StoreUnavailable("cancelled"))
             raise
         except Exception as exc:
             # whatever went wrong, no request may hang on it: the batch fails over as a whole
+            self._backend.reset()
             self._on_error()
             self._fail(batch, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
             return
@@ -160,28 +262,6 @@ class RedisLimiter:
             allowed, level = reply
             rule = item.rule
             item.future.set_result(decide(allowed == 1, float(level), rule.capacity, rule.rate))
-
-    async def _run(self, batch: list[_Pending]) -> list[Any]:
-        replies = await self._pipeline(batch)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing or not self._sha:
-            # Redis restarted or failed over and lost its script cache: load it, redo those
-            self._sha = await self._client.script_load(SCRIPT)
-            if not missing:
-                missing = list(range(len(batch)))
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        sha = self._sha or "0" * 40
-        for item in batch:
-            # execute_command: cluster pipelines refuse the evalsha() helper, not the command
-            pipe.execute_command("EVALSHA", sha, 1, *item.args)
-        result: list[Any] = await pipe.execute(raise_on_error=False)
-        return result
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: StoreUnavailable) -> None:

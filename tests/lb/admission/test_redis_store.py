@@ -93,12 +93,13 @@ async def test_batches_go_in_one_round_trip(limiter: RedisLimiter) -> None:
     # 200 checks issued in one loop iteration become one pipeline, not 200 round trips
     rule = Rule("default", 1000, 1.0)
     sent: list[int] = []
-    original = limiter._pipeline
+    backend = limiter._backend
+    original = backend.run
 
     async def counting(batch):  # type: ignore[no-untyped-def]
         sent.append(len(batch))
         return await original(batch)
 
-    limiter._pipeline = counting  # type: ignore[method-assign]
+    backend.run = counting  # type: ignore[method-assign]
     await asyncio.gather(*(limiter.check(rule, f"10.5.0.{i}") for i in range(200)))
     assert sent == [200]
