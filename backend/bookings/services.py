@@ -1,8 +1,9 @@
 """Booking writes: create (seat hold), cancel, expire. Each one transaction on the tour's shard.
 
 Lock discipline: the tour row is the hot spot (every booking of a tour updates it), so it is
-locked as briefly as possible: taking seats is one statement (seats.py); cancel and expiry
-touch the tour row last, with one increment, and commit right after.
+locked as briefly as possible: taking seats is one statement (seats.py). Cancel and expiry
+lock the booking row, do anything slow (a refund), then give the seats back and change the
+booking status in two quick statements before the commit (see _release for why that order).
 """
 
 from __future__ import annotations
@@ -159,34 +160,14 @@ def booking_cancel(*, booking: Booking, actor_id: int, now: dt.datetime | None =
         previous = locked.status
         if previous == BookingStatus.CONFIRMED:
             payment_refund_for_booking(alias=alias, booking=locked, now=now)
-        _set_status(alias, locked, BookingStatus.CANCELLED, now)
-        record_event(
-            alias=alias,
-            booking=locked,
-            from_status=previous,
-            to_status=BookingStatus.CANCELLED,
-            actor_id=actor_id,
-            reason="cancelled",
-            now=now,
-        )
-        return_seats(alias=alias, tour_id=locked.tour_id, seats=locked.seats)
+        _release(alias, locked, BookingStatus.CANCELLED, actor_id, "cancelled", now)
     BOOKINGS.labels(outcome="cancelled").inc()
     return locked
 
 
 def booking_expire_locked(*, alias: str, booking: Booking, now: dt.datetime) -> None:
     """Expire a pending booking already locked by the caller's transaction; seats go back."""
-    _set_status(alias, booking, BookingStatus.EXPIRED, now)
-    record_event(
-        alias=alias,
-        booking=booking,
-        from_status=BookingStatus.PENDING,
-        to_status=BookingStatus.EXPIRED,
-        actor_id=None,
-        reason="hold_expired",
-        now=now,
-    )
-    return_seats(alias=alias, tour_id=booking.tour_id, seats=booking.seats)
+    _release(alias, booking, BookingStatus.EXPIRED, None, "hold_expired", now)
     transaction.on_commit(lambda: BOOKINGS.labels(outcome="expired").inc(), using=alias)
 
 
@@ -219,6 +200,13 @@ def _expire_batch(alias: str, now: dt.datetime, batch: int) -> int:
         )
         if not due:
             return 0
+        released: dict[uuid.UUID, int] = {}
+        for b in due:
+            released[b.tour_id] = released.get(b.tour_id, 0) + b.seats
+        # seats first, then the booking rows (see _release); tours in a fixed order, so two
+        # expiry runs never wait on each other in a cycle
+        for tour_id in sorted(released, key=str):
+            return_seats(alias=alias, tour_id=tour_id, seats=released[tour_id])
         Booking.objects.using(alias).filter(pk__in=[b.pk for b in due]).update(
             status=BookingStatus.EXPIRED, updated_at=now
         )
@@ -233,17 +221,32 @@ def _expire_batch(alias: str, now: dt.datetime, batch: int) -> int:
             )
             for b in due
         )
-        released: dict[uuid.UUID, int] = {}
-        for b in due:
-            released[b.tour_id] = released.get(b.tour_id, 0) + b.seats
-        # tours in a fixed order, so two expiry runs never wait on each other in a cycle
-        for tour_id in sorted(released, key=str):
-            return_seats(alias=alias, tour_id=tour_id, seats=released[tour_id])
     BOOKINGS.labels(outcome="expired").inc(len(due))
     return len(due)
 
 
-def _set_status(alias: str, booking: Booking, status: str, now: dt.datetime) -> None:
+def _release(
+    alias: str, booking: Booking, status: str, actor_id: int | None, reason: str, now: dt.datetime
+) -> None:
+    """Move a locked active booking to `status` (cancelled/expired) and give its seats back.
+
+    Order matters: the seats go back BEFORE the booking row changes. Taking seats locks the
+    tour row and then checks the one-active-booking index; if we changed the booking first and
+    then waited for the tour row, a rebooking by the same user would wait on our booking change
+    while holding the tour row we wait for: a deadlock. Only locking the booking row (FOR
+    UPDATE, done by the caller) never makes that index check wait.
+    """
+    previous = booking.status
+    return_seats(alias=alias, tour_id=booking.tour_id, seats=booking.seats)
     booking.status = status
     booking.updated_at = now
     booking.save(using=alias, update_fields=["status", "updated_at"])
+    record_event(
+        alias=alias,
+        booking=booking,
+        from_status=previous,
+        to_status=status,
+        actor_id=actor_id,
+        reason=reason,
+        now=now,
+    )

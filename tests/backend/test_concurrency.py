@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 
 import aiohttp
+import psycopg
 import pytest
 
 from tests.backend.bookings_support import Stack, booking_stack_fixture, call, verify  # noqa: F401
@@ -78,3 +80,94 @@ def test_one_user_racing_20_bookings_gets_exactly_one(booking_stack: Stack) -> N
     )[0][0]
     assert active == 1
     assert stack.tour_row(tour)["seats_available"] == 99
+
+
+def test_rebooking_while_a_cancel_holds_the_booking_does_not_wait(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tour = stack.tour(capacity=10)
+    (user,) = stack.users(1)
+    booking_id = asyncio.run(_book_all(stack, [(user, tour, 1)]))[0].body["id"]
+    # a cancel or expiry in flight holds the booking row locked before it touches anything else
+    with psycopg.connect(stack.shard_urls[stack.shard_of(tour)]) as conn:
+        conn.execute("SELECT id FROM bookings_booking WHERE id = %s FOR UPDATE", [booking_id])
+        began = time.monotonic()
+        (reply,) = asyncio.run(_book_all(stack, [(user, tour, 1)]))
+        waited = time.monotonic() - began
+        conn.rollback()
+    assert (reply.status, reply.body["code"]) == (409, "already_booked")
+    assert waited < 5  # answered at once, not after the lock holder finished
+
+
+def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tour = stack.tour(capacity=50)
+    users = stack.users(4)
+
+    async def rounds() -> list:
+        replies = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            current = {}
+            for user in users:
+                made = await call(
+                    session,
+                    "POST",
+                    f"{stack.url}/api/bookings/",
+                    user=user,
+                    json_body={"tour": tour, "seats": 2},
+                )
+                current[user.id] = made.body["id"]
+            for i in range(15):
+                jobs = []
+                for j, user in enumerate(users):
+                    base = stack.urls[(i + j) % len(stack.urls)]
+                    jobs.append(
+                        call(
+                            session,
+                            "POST",
+                            f"{base}/api/bookings/{current[user.id]}/cancel/",
+                            user=user,
+                        )
+                    )
+                    jobs.append(
+                        call(
+                            session,
+                            "POST",
+                            f"{stack.urls[(i + j + 1) % len(stack.urls)]}/api/bookings/",
+                            user=user,
+                            json_body={"tour": tour, "seats": 2},
+                        )
+                    )
+                done = await asyncio.gather(*jobs)
+                replies.extend(done)
+                for user, booked in zip(users, done[1::2], strict=True):
+                    if booked.status == 201:
+                        current[user.id] = booked.body["id"]
+                    else:  # the cancel had not landed yet: book again now
+                        again = await call(
+                            session,
+                            "POST",
+                            f"{stack.url}/api/bookings/",
+                            user=user,
+                            json_body={"tour": tour, "seats": 2},
+                        )
+                        if again.status == 201:
+                            current[user.id] = again.body["id"]
+        return replies
+
+    began = time.monotonic()
+    replies = asyncio.run(rounds())
+    elapsed = time.monotonic() - began
+
+    assert all(r.status < 500 for r in replies), [r.body for r in replies if r.status >= 500]
+    assert {r.status for r in replies} <= {200, 201, 409}
+    active = stack.sql(
+        stack.shard_of(tour),
+        "SELECT user_id, COUNT(*), SUM(seats) FROM bookings_booking WHERE tour_id = %s "
+        "AND status IN ('pending', 'confirmed') GROUP BY user_id",
+        [tour],
+    )
+    assert all(count == 1 for _, count, _ in active)
+    held = sum(int(seats) for _, _, seats in active)
+    assert stack.tour_row(tour)["seats_available"] == 50 - held
+    assert elapsed < 60
+    assert verify(stack).returncode == 0
