@@ -19,12 +19,11 @@ from lb.config import Settings
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
 from lb.proxy import Proxy
-from lb.server import LbServer, make_server, serve
+from lb.server import Server
 from lb.upstream.backend import backend_name
 from lb.upstream.connection import UpstreamClient
 from lb.upstream.health import HealthChecker
 from lb.upstream.pool import Pool
-from lb.websocket import WebSocketProxy
 
 log = logging.getLogger("lb")
 
@@ -45,11 +44,6 @@ class Runtime:
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
         self.admission = build_admission(settings, registry)
         self.upstream = UpstreamClient(max_idle=settings.upstream_keepalive, loop=loop)
-        self.websockets = WebSocketProxy(
-            self.pool,
-            connect_timeout=settings.connect_timeout,
-            idle_timeout=settings.idle_timeout,
-        )
         self.proxy = Proxy(
             settings,
             pool=self.pool,
@@ -59,11 +53,10 @@ class Runtime:
             resolver=ClientResolver(settings.trusted_proxies),
             rng=random.Random(seed + 2),
             loop=loop,
-            websockets=self.websockets,
         )
-        self.server: LbServer = make_server(self.proxy, settings)
-        self.server.on_error = self.proxy.protocol_error
-        self._listener: asyncio.Server | None = None
+        self.server = Server(
+            self.proxy, settings, loop=loop, on_protocol_error=self.proxy.protocol_error
+        )
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
 
@@ -74,14 +67,14 @@ class Runtime:
     async def start(self, sock: socket.socket) -> None:
         await self.admission.start()
         await self.checker.start()
-        self._listener = await serve(self.server, sock)
+        await self.server.start(sock)
         self._sync_task = asyncio.create_task(self._sync(), name="lb-sync")
 
     async def drain_and_stop(self) -> None:
         """Stop accepting, let in-flight requests finish (up to LB_DRAIN_TIMEOUT), close all."""
         self.proxy.draining = True
-        if self._listener is not None:
-            self._listener.close()
+        self.server.stop_accepting()
+        self.server.close_idle()  # busy ones close after their response (Connection: close)
         timeout = self.settings.drain_timeout
         in_flight = self.proxy.in_flight
         if in_flight:
@@ -89,7 +82,8 @@ class Runtime:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self.proxy.wait_idle()
-        await self.server.shutdown(1.0)
+        self.server.close_idle()
+        self.server.abort_all()  # whatever outlived LB_DRAIN_TIMEOUT
         await self.stop()
 
     async def stop(self) -> None:
@@ -100,7 +94,6 @@ class Runtime:
         await self.checker.stop()
         with contextlib.suppress(Exception):
             await self.admission.close()
-        await self.websockets.close()
         self.upstream.close()
 
     def snapshot(self) -> dict[str, Any]:

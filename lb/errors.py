@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -99,3 +100,28 @@ def error_response(error: LbError, headers: Headers = (), *, close: bool = False
     return json_error(
         error.status, error.code, error.detail, (*error.headers, *headers), close=close
     )
+
+
+def render_error(
+    error: LbError, headers: Headers = (), *, close: bool = False, head_only: bool = False
+) -> bytes:
+    """The same answer as raw HTTP/1.1 bytes, for the public listener's own server."""
+    body = error_body(error.code, error.detail)
+    lines = [
+        f"HTTP/1.1 {error.status} {_reason(error.status)}\r\n",
+        "Content-Type: application/json\r\n",
+        f"Content-Length: {len(body)}\r\n",
+    ]
+    lines += [f"{name}: {value}\r\n" for name, value in (*error.headers, *headers)]
+    if close:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head if head_only else head + body
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

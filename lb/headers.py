@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Sequence
+from http import HTTPStatus
 from typing import Final
 
 from multidict import CIMultiDict
@@ -135,3 +136,43 @@ def downstream_headers(raw: RawHeaders) -> CIMultiDict[str]:
 def raw_header_bytes(raw: RawHeaders) -> int:
     """The size of a header block as sent (name, ": ", value, CRLF per line)."""
     return sum(len(name) + len(value) + 4 for name, value in raw)
+
+
+def response_head(
+    status: int,
+    reason: str,
+    raw: RawHeaders,
+    extra: Iterable[tuple[str, str]],
+    *,
+    http11: bool,
+    framing: str,
+    keep_alive: bool,
+) -> bytes:
+    """The response head for the client: the backend's end-to-end headers, then ours.
+
+    framing: "length" (the backend's Content-Length stands), "chunked" (we chunk), "close"
+    (the body ends with the connection) or "none" (no body: HEAD, 204, 304).
+    """
+    named = connection_tokens(raw)
+    drop = _DROP_DOWN | named if named else _DROP_DOWN
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or _phrase(status)).encode("latin-1"))]
+    for name, value in raw:
+        if name.lower() not in drop:
+            parts += (name, b": ", value, b"\r\n")
+    for key, text in extra:
+        parts.append(f"{key}: {text}\r\n".encode("latin-1"))
+    if framing == "chunked":
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif not http11:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable
-from typing import Final, Protocol
-
-from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
+from typing import Final
 
 from lb import headers as h
 from lb.admission.service import Admission
@@ -19,13 +15,14 @@ from lb.errors import (
     BadRequest,
     BodyTooLarge,
     GatewayTimeout,
-    HeadersTooLarge,
     LbError,
     NoBackend,
     RequestTimeout,
-    error_response,
+    render_error,
 )
-from lb.identity import Client, ClientResolver
+from lb.http.connection import ClientConnection
+from lb.http.request import BodyError, Request
+from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
 from lb.upstream.backend import Backend, Outcome, classify_status
 from lb.upstream.connection import (
@@ -36,24 +33,23 @@ from lb.upstream.connection import (
     UpstreamError,
 )
 from lb.upstream.pool import Pool
+from lb.websocket import splice
 
 log = logging.getLogger("lb.proxy")
 access_log = logging.getLogger("lb.access")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so retries may resend
+CLIENT_GONE: Final = 499  # nginx's status for "the client closed the connection first"
+NO_BODY_STATUSES: Final = frozenset({204, 304})
+
+Answer = tuple[int, str, bool]  # status sent, backend name (or "none"), keep the connection
 
 
 class ClientGone(BadRequest):
     """The client went away while we were reading its request body."""
 
     default_detail = "The request body ended early."
-
-
-class CoalescedResponse(web.StreamResponse):
-    """A streamed response whose head waits for the first body bytes (sent in one write)."""
-
-    _send_headers_immediately = False
 
 
 class _Failed(Exception):
@@ -64,7 +60,7 @@ class _Failed(Exception):
 
 
 class Proxy:
-    """Handles every request of the public listener (aiohttp low-level handler)."""
+    """Handles every request of the public listener."""
 
     def __init__(
         self,
@@ -77,7 +73,6 @@ class Proxy:
         resolver: ClientResolver,
         rng: random.Random,
         loop: asyncio.AbstractEventLoop,
-        websockets: WebSocketRelay | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -87,7 +82,6 @@ class Proxy:
         self.resolver = resolver
         self.rng = rng
         self.loop = loop
-        self.websockets = websockets
         self.draining = False
         self.in_flight = 0
         self.answered: dict[str, int] = {}  # responses by backend name (or "none")
@@ -97,28 +91,22 @@ class Proxy:
 
     # -- entry -------------------------------------------------------------------------------
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request, client: ClientConnection) -> bool:
+        """Answer `request` on `client`; True when the connection may carry another one."""
         loop = self.loop
         started = loop.time()
         self.in_flight += 1
         self._idle_empty.clear()
         gauge = self.metrics.in_flight
         gauge.inc()
-        rid = h.request_id(request.headers.get(h.X_REQUEST_ID), self.rng)
-        backend_name = NO_BACKEND
-        status = 500
-        resp: web.StreamResponse | None = None
+        rid = h.request_id(request.header(b"x-request-id"), self.rng)
+        status, backend_name, keep = CLIENT_GONE, NO_BACKEND, False
         try:
-            try:
-                resp, backend_name = await self._handle(request, rid)
-            except LbError as exc:
-                # an unread request body would otherwise be read and discarded first
-                unread = request.body_exists and not request.content.is_eof()
-                resp = self._error(exc, ((h.X_REQUEST_ID, rid),), close=unread)
-            status = resp.status
-            if self.draining:
-                resp.force_close()
-            return resp
+            status, backend_name, keep = await self._handle(request, client, rid)
+        except LbError as exc:
+            status, keep = exc.status, self._send_error(request, client, exc, rid)
+        except (ConnectionError, BodyError):
+            pass  # the client went away: CLIENT_GONE, nothing to answer
         finally:
             gauge.dec()
             self.in_flight -= 1
@@ -131,70 +119,83 @@ class Proxy:
                 access_log.info(
                     '%s %s "%s %s" %d %s %.1fms',
                     rid,
-                    request.remote,
+                    request.peer,
                     request.method,
                     request.path,
                     status,
                     backend_name,
                     (loop.time() - started) * 1000,
                 )
+        return keep and not self.draining
 
-    def protocol_error(self, status: int, code: str) -> None:
+    def protocol_error(self, error: LbError) -> None:
         """Count an answer the HTTP layer wrote for a request that never reached us."""
-        self.metrics.lb_error(code)
-        self.metrics.observe(NO_BACKEND, status, 0.0)
+        self.metrics.lb_error(error.code)
+        self.metrics.observe(NO_BACKEND, error.status, 0.0)
         self.answered[NO_BACKEND] = self.answered.get(NO_BACKEND, 0) + 1
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight."""
         await self._idle_empty.wait()
 
-    def _error(
-        self, exc: LbError, headers: Iterable[tuple[str, str]] = (), *, close: bool = False
-    ) -> web.Response:
-        self.metrics.lb_error(exc.code)
-        return error_response(exc, headers, close=close or self.draining)
+    def _send_error(
+        self,
+        request: Request,
+        client: ClientConnection,
+        error: LbError,
+        rid: str,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> bool:
+        """Write the lb's own answer; False when the connection must close after it."""
+        self.metrics.lb_error(error.code)
+        if client.response_started:
+            client.abort()  # too late for an error page: the client must see the cut
+            return False
+        unread = request.body is not None and not request.body.done
+        close = unread or self.draining or not request.keep_alive
+        data = render_error(
+            error,
+            ((h.X_REQUEST_ID, rid), *extra),
+            close=close,
+            head_only=request.method == "HEAD",
+        )
+        try:
+            client.write(data)
+        except ConnectionError:
+            return False
+        return not close
 
     # -- one request -------------------------------------------------------------------------
 
-    async def _handle(self, request: web.BaseRequest, rid: str) -> tuple[web.StreamResponse, str]:
+    async def _handle(self, request: Request, client: ClientConnection, rid: str) -> Answer:
         settings = self.settings
-        raw = request.raw_headers
-        if h.raw_header_bytes(raw) > settings.max_header_bytes:
-            raise HeadersTooLarge(
-                f"Request headers exceed {settings.max_header_bytes} bytes (LB_MAX_HEADER_BYTES)."
-            )
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise BodyTooLarge(
                 f"Request body of {length} bytes exceeds {settings.max_body_bytes} bytes "
                 "(LB_MAX_BODY_BYTES)."
             )
-        hdrs = request.headers
-        peer = request.remote or ""
-        xff = hdrs.get(h.X_FORWARDED_FOR)
-        client = self.resolver.resolve(peer, xff)
+        peer = request.peer
+        xff = request.header(b"x-forwarded-for")
+        who = self.resolver.resolve(peer, xff)
         answer_headers: tuple[tuple[str, str], ...] = ((h.X_REQUEST_ID, rid),)
         if self.admission is not None:
-            verdict = await self.admission.check(request.method, request.path, client.key)
+            verdict = await self.admission.check(request.method, request.path, who.key)
             if verdict.headers:
                 answer_headers = (*answer_headers, *verdict.headers)
             if not verdict.allowed:
-                self.metrics.lb_error(verdict.code)
                 rejected = LbError(verdict.detail, status=verdict.status, code=verdict.code)
-                resp = error_response(rejected, answer_headers)
-                return resp, NO_BACKEND
+                keep = self._send_error(request, client, rejected, rid, answer_headers[1:])
+                return rejected.status, NO_BACKEND, keep
         upstream_extra = (
-            (h.X_FORWARDED_FOR, h.forwarded_for(peer, xff, client.via_trusted_proxy)),
+            (h.X_FORWARDED_FOR, h.forwarded_for(peer, xff, who.via_trusted_proxy)),
             (
                 h.X_FORWARDED_PROTO,
-                h.forwarded_proto(hdrs.get(h.X_FORWARDED_PROTO), client.via_trusted_proxy),
+                h.forwarded_proto(request.header(b"x-forwarded-proto"), who.via_trusted_proxy),
             ),
-            (h.X_REAL_IP, client.ip),
+            (h.X_REAL_IP, who.ip),
             (h.X_REQUEST_ID, rid),
         )
-        if self.websockets is not None and hdrs.get("Upgrade", "").lower() == "websocket":
-            return await self.websockets.relay(request, upstream_extra, answer_headers)
         try:
             return await self._forward(request, client, upstream_extra, answer_headers)
         except LbError as exc:
@@ -203,37 +204,37 @@ class Proxy:
 
     async def _forward(
         self,
-        request: web.BaseRequest,
-        client: Client,
+        request: Request,
+        client: ClientConnection,
         upstream_extra: tuple[tuple[str, str], ...],
         answer_headers: tuple[tuple[str, str], ...],
-    ) -> tuple[web.StreamResponse, str]:
+    ) -> Answer:
         settings = self.settings
         pool = self.pool
         loop = self.loop
         method = request.method
         deadline = loop.time() + settings.request_deadline
-        has_body = request.body_exists
+        body = request.body
         length = request.content_length
-        chunked = has_body and length is None
+        websocket = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
         head = h.upstream_head(
             method,
-            request.raw_path,
+            request.target,
             request.raw_headers,
             extra=upstream_extra,
             content_length=length,
-            chunked=chunked,
+            chunked=request.chunked,
             default_host="",
+            keep_upgrade=websocket,
         )
-        if has_body and request.headers.get("Expect", "").lower() == "100-continue":
-            transport = request.transport
-            if transport is not None:
-                transport.write(CONTINUE)
-        if has_body and length is not None and length <= REPLAYABLE_BODY:
+        if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
+            client.write(CONTINUE)
+            client.response_started = False  # an interim answer: the real one is still owed
+        if body is not None and length is not None and length <= REPLAYABLE_BODY:
             # small bodies are read first: they go out with the head in one write, and a
             # retry can send them again
             head += await self._read_small_body(request, length)
-            has_body = False
+            body = None
         tried: list[Backend] = []
         retries = 0
         body_touched = False
@@ -254,7 +255,7 @@ class Proxy:
             cpool = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
             try:
                 try:
-                    conn = cpool.take_idle()
+                    conn = None if websocket else cpool.take_idle()
                     if conn is None:
                         async with asyncio.timeout(
                             min(settings.connect_timeout, deadline - loop.time())
@@ -262,9 +263,9 @@ class Proxy:
                             conn = await cpool.connect()
                     conn.begin(head_only=method == "HEAD")
                     conn.write(head)
-                    if has_body:
+                    if body is not None:
                         body_touched = True
-                        await self._send_body(request, conn, chunked, deadline)
+                        await self._send_body(request, conn, deadline)
                     async with asyncio.timeout(
                         min(settings.first_byte_timeout, deadline - loop.time())
                     ):
@@ -297,7 +298,7 @@ class Proxy:
                     self.metrics.retry(failed.outcome.value)
                     continue
                 raise failed.error from None
-            except (LbError, asyncio.CancelledError):
+            except BaseException:  # the client's fault or gone, or cancelled
                 if conn is not None:
                     conn.abort()
                 pool.finish(backend, Outcome.CANCELLED)
@@ -323,14 +324,18 @@ class Proxy:
                 # nowhere else to go: the backend's own answer is the best there is
                 pool.retry_budget.release()
             try:
-                return await self._respond(request, conn, cpool, backend, outcome, answer_headers)
+                if conn.upgraded:
+                    return await self._tunnel(client, request, conn, backend, answer_headers)
+                return await self._respond(
+                    request, client, conn, cpool, backend, outcome, answer_headers
+                )
             finally:
                 if budgeted:
                     pool.retry_budget.release()
 
     def _may_retry(
         self,
-        request: web.BaseRequest,
+        request: Request,
         outcome: Outcome,
         reached: bool,
         retries: int,
@@ -344,40 +349,38 @@ class Proxy:
         # a streamed body cannot be sent twice: only a connect failure leaves it unread
         if body_touched and reached:
             return False
-        has_key = h.IDEMPOTENCY_KEY in request.headers
+        has_key = b"idempotency-key" in request.headers
         if not policy.may_retry(request.method, has_key, outcome, reached):
             return False
         if len(pool.backends) < 2:
             return False
         return pool.retry_budget.try_acquire()
 
-    async def _read_small_body(self, request: web.BaseRequest, length: int) -> bytes:
+    async def _read_small_body(self, request: Request, length: int) -> bytes:
+        assert request.body is not None
         try:
             async with asyncio.timeout(self.settings.idle_timeout):
-                body = await request.content.readexactly(length)
+                return await request.body.read_all(length)
         except TimeoutError:
             raise RequestTimeout() from None
-        except RequestPayloadError as exc:
-            raise BadRequest(f"Malformed request body: {exc}") from None
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except BodyError as exc:
             raise ClientGone(str(exc)) from None
-        return body
 
-    async def _send_body(
-        self, request: web.BaseRequest, conn: UpstreamConnection, chunked: bool, deadline: float
-    ) -> None:
+    async def _send_body(self, request: Request, conn: UpstreamConnection, deadline: float) -> None:
         """Stream the client's body to the backend, enforcing the size limit and idle timeout."""
+        assert request.body is not None
+        body = request.body
+        chunked = request.chunked
         loop = self.loop
         limit = self.settings.max_body_bytes
         idle = self.settings.idle_timeout
-        content = request.content
         sent = 0
         reading = True
         try:
             async with asyncio.timeout(idle) as timer:
                 while True:
                     reading = True
-                    chunk = await content.readany()
+                    chunk = await body.read()
                     if not chunk:
                         break
                     sent += len(chunk)
@@ -401,92 +404,112 @@ class Proxy:
             if reading:
                 raise RequestTimeout() from None
             raise
-        except RequestPayloadError as exc:
-            raise BadRequest(f"Malformed request body: {exc}") from None
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except BodyError as exc:
             raise ClientGone(str(exc)) from None
 
     async def _respond(
         self,
-        request: web.BaseRequest,
+        request: Request,
+        client: ClientConnection,
         conn: UpstreamConnection,
         cpool: ConnectionPool,
         backend: Backend,
         outcome: Outcome,
         answer_headers: tuple[tuple[str, str], ...],
-    ) -> tuple[web.StreamResponse, str]:
+    ) -> Answer:
         """Stream the backend's response to the client; report the attempt to the pool."""
-        headers = h.downstream_headers(conn.headers)
-        for name, value in answer_headers:
-            headers[name] = value
-        # with body bytes at hand, the head leaves together with them (one write, one packet);
-        # otherwise (a slow stream) the head goes out at once
-        factory = CoalescedResponse if conn.has_body_data() else web.StreamResponse
-        resp = factory(status=conn.status, reason=conn.reason or None, headers=headers)
-        if self.draining:
-            resp.force_close()
+        status = conn.status
+        http11 = request.version == "1.1"
+        if request.method == "HEAD" or status in NO_BODY_STATUSES or status < 200:
+            framing = "none"
+        elif conn.length_known:
+            framing = "length"
+        else:
+            framing = "chunked" if http11 else "close"
+        keep = request.keep_alive and not self.draining and framing != "close"
+        head = h.response_head(
+            status,
+            conn.reason,
+            conn.headers,
+            answer_headers,
+            http11=http11,
+            framing=framing,
+            keep_alive=keep,
+        )
+        chunked = framing == "chunked"
         loop = self.loop
         idle = self.settings.idle_timeout
         writing = False
         try:
-            await resp.prepare(request)
             if conn.complete:
+                # the whole answer is here: head and body leave in one write
+                data = conn.take_body()
+                if chunked:
+                    data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
                 writing = True
-                await resp.write_eof(conn.take_body())
-                return self._finish(conn, cpool, backend, outcome, resp)
-            async with asyncio.timeout(idle) as timer:
-                while True:
-                    writing = False
-                    chunk = await conn.read_chunk()
-                    if not chunk:
-                        break
-                    writing = True
-                    await resp.write(chunk)
-                    timer.reschedule(loop.time() + idle)
-            await resp.write_eof()
+                client.write(head + data)
+            else:
+                writing = True
+                client.write(head)
+                async with asyncio.timeout(idle) as timer:
+                    while True:
+                        writing = False
+                        chunk = await conn.read_chunk()
+                        if not chunk:
+                            break
+                        writing = True
+                        if chunked:
+                            client.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        else:
+                            client.write(chunk)
+                        await client.drain()
+                        timer.reschedule(loop.time() + idle)
+                if chunked:
+                    client.write(b"0\r\n\r\n")
         except TimeoutError:
             outcome = Outcome.CANCELLED if writing else Outcome.TIMEOUT
-            self._abort_client(request)
+            client.abort()
+            keep = False
         except UpstreamError:
             outcome = Outcome.RESET
-            self._abort_client(request)
+            client.abort()
+            keep = False
         except ConnectionError:
-            # the client went away: aiohttp notices too and drops the connection
-            outcome = Outcome.CANCELLED
-            conn.abort()
+            outcome = Outcome.CANCELLED  # the client went away
+            keep = False
+            if not conn.complete:
+                conn.abort()
         except BaseException:  # cancelled, or a bug: the attempt still ends exactly once
             conn.abort()
             self.pool.finish(backend, Outcome.CANCELLED)
             raise
-        return self._finish(conn, cpool, backend, outcome, resp)
-
-    def _finish(
-        self,
-        conn: UpstreamConnection,
-        cpool: ConnectionPool,
-        backend: Backend,
-        outcome: Outcome,
-        resp: web.StreamResponse,
-    ) -> tuple[web.StreamResponse, str]:
         if conn.reusable():
             cpool.release(conn)
         elif not conn.closed:
             conn.abort()
         self.pool.finish(backend, outcome)
-        return resp, backend.name
+        return status, backend.name, keep
 
-    @staticmethod
-    def _abort_client(request: web.BaseRequest) -> None:
-        """A response cut short must look cut short: drop the client connection."""
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-
-
-class WebSocketRelay(Protocol):
-    async def relay(
+    async def _tunnel(
         self,
-        request: web.BaseRequest,
-        upstream_extra: tuple[tuple[str, str], ...],
+        client: ClientConnection,
+        request: Request,
+        conn: UpstreamConnection,
+        backend: Backend,
         answer_headers: tuple[tuple[str, str], ...],
-    ) -> tuple[web.StreamResponse, str]: ...
+    ) -> Answer:
+        """A 101 from the backend: pass its head on, then splice the two sockets."""
+        parts = [b"HTTP/1.1 101 %s\r\n" % (conn.reason or "Switching Protocols").encode()]
+        parts += [b"%s: %s\r\n" % pair for pair in conn.headers]
+        parts += [f"{k}: {v}\r\n".encode("latin-1") for k, v in answer_headers[:1]]
+        parts.append(b"\r\n")
+        outcome = Outcome.OK
+        try:
+            client.write(b"".join(parts))
+            await splice(client, conn, request.tunnel_data)
+        except ConnectionError:
+            outcome = Outcome.CANCELLED
+        finally:
+            conn.abort()
+            self.pool.finish(backend, outcome)
+        return 101, backend.name, False

@@ -1,21 +1,17 @@
-"""The public listener: an SO_REUSEPORT socket served by aiohttp's low-level HTTP server, with
-JSON answers for malformed or oversized requests and a header-read deadline (slowloris)."""
+"""The public listener: an SO_REUSEPORT socket and the server that owns its client connections."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
-from collections.abc import Callable
-from typing import Any
-
-from aiohttp import web, web_protocol, web_server
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from collections.abc import Awaitable, Callable
 
 from lb.config import Address, Settings
-from lb.errors import json_error
+from lb.errors import LbError
+from lb.http.connection import ClientConnection
+from lb.http.request import Request
 
-log = logging.getLogger("lb.server")
+Handler = Callable[[Request, ClientConnection], Awaitable[bool]]
 
 
 def listen_socket(
@@ -33,88 +29,42 @@ def listen_socket(
     return sock
 
 
-ErrorHook = Callable[[int, str], None]
+class Server:
+    """Makes a ClientConnection per accepted socket and can close them all gracefully."""
 
-
-class LbRequestHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler, answering protocol errors in the lb's JSON form."""
-
-    def handle_error(
+    def __init__(
         self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        resp = self._error_response(request, status, exc, message)
-        manager = self._manager
-        if isinstance(manager, LbServer) and manager.on_error is not None:
-            manager.on_error(resp.status, _CODES.get(resp.status, "internal_error"))
-        return resp
+        handler: Handler,
+        settings: Settings,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        on_protocol_error: Callable[[LbError], None] = lambda error: None,
+    ) -> None:
+        self.handler = handler
+        self.loop = loop
+        self.max_header_bytes = settings.max_header_bytes
+        self.header_timeout = settings.header_timeout
+        self.on_protocol_error = on_protocol_error
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+        self._listener: asyncio.Server | None = None
 
-    def _error_response(
-        self,
-        request: web.BaseRequest,
-        status: int,
-        exc: BaseException | None,
-        message: str | None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send an error")
-        if isinstance(exc, LineTooLong) or (
-            isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc)
-        ):
-            log.debug("oversized request head from %s: %s", request.remote, exc)
-            return json_error(
-                431,
-                "headers_too_large",
-                "A request header line or the header count exceeds the lb's limits.",
-                close=True,
-            )
-        if status == 400:
-            log.debug("malformed request from %s: %s", request.remote, exc)
-            detail = f"Malformed HTTP request: {getattr(exc, 'message', None) or message or exc}"
-            return json_error(400, "bad_request", detail, close=True)
-        log.error("error handling request from %s", request.remote, exc_info=exc)
-        if status == 504:
-            return json_error(504, "gateway_timeout", "The request timed out.", close=True)
-        return json_error(
-            500, "internal_error", "The load balancer failed to handle the request.", close=True
-        )
+    def __call__(self) -> ClientConnection:
+        return ClientConnection(self)
 
+    async def start(self, sock: socket.socket) -> None:
+        self._listener = await self.loop.create_server(self, sock=sock, backlog=2048)
 
-_CODES = {400: "bad_request", 431: "headers_too_large", 504: "gateway_timeout"}
+    def stop_accepting(self) -> None:
+        self.draining = True
+        if self._listener is not None:
+            self._listener.close()
 
+    def close_idle(self) -> None:
+        """Close every connection not in the middle of a request."""
+        for conn in list(self.connections):
+            conn.close_if_idle()
 
-class LbServer(web_server.Server):
-    """aiohttp's low-level server, making LbRequestHandler connections."""
-
-    on_error: ErrorHook | None = None  # counts the protocol-level error answers
-
-    def __call__(self) -> web_protocol.RequestHandler:
-        return LbRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-def make_server(handler: Any, settings: Settings) -> LbServer:
-    """The protocol factory for the public socket.
-
-    `keepalive_timeout` doubles as the header-read deadline: aiohttp closes a connection
-    whose next request head has not fully arrived that long after it opened or after the
-    previous response, so a slowloris client is cut off at LB_HEADER_TIMEOUT.
-    """
-    limit = settings.max_header_bytes
-    return LbServer(
-        handler,
-        keepalive_timeout=settings.header_timeout,
-        max_line_size=limit,
-        max_field_size=limit,
-        max_headers=max(32, limit // 64),
-        access_log=None,
-        lingering_time=1.0,
-        auto_decompress=False,
-    )
-
-
-async def serve(server: LbServer, sock: socket.socket) -> asyncio.Server:
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(server, sock=sock, backlog=2048)
+    def abort_all(self) -> None:
+        for conn in list(self.connections):
+            conn.abort()

@@ -1,124 +1,69 @@
-"""WebSocket upgrades: accept the client's socket, open one to a backend, relay messages."""
+"""Upgraded connections (WebSocket): after the backend's 101, bytes flow both ways untouched."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from typing import Final
 
-import aiohttp
-from aiohttp import WSMsgType, web
-
-from lb.errors import BadGateway, NoBackend
-from lb.upstream.backend import Outcome
-from lb.upstream.pool import Pool
-
-log = logging.getLogger("lb.websocket")
-
-# client headers worth passing to the backend's handshake
-FORWARD: Final = ("Cookie", "Authorization", "Origin", "User-Agent", "Accept-Language")
+from lb.http.connection import ClientConnection
+from lb.upstream.connection import UpstreamConnection
 
 
-class WebSocketProxy:
-    """Relays a WebSocket session through a backend picked by the pool (no retries)."""
-
-    def __init__(self, pool: Pool, *, connect_timeout: float, idle_timeout: float) -> None:
-        self.pool = pool
-        self.connect_timeout = connect_timeout
-        self.idle_timeout = idle_timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def relay(
-        self,
-        request: web.BaseRequest,
-        upstream_extra: tuple[tuple[str, str], ...],
-        answer_headers: tuple[tuple[str, str], ...],
-    ) -> tuple[web.StreamResponse, str]:
-        backend = self.pool.pick()
-        if backend is None:
-            raise NoBackend()
-        headers = {name: request.headers[name] for name in FORWARD if name in request.headers}
-        headers.update(upstream_extra)
-        protocols = [
-            p.strip()
-            for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-            if p.strip()
-        ]
-        url = f"{backend.url.url}{request.raw_path}"
-        try:
-            upstream = await self._client().ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.connect_timeout),
-                autoping=False,
-                max_msg_size=0,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            reached = not isinstance(exc, aiohttp.ClientConnectorError)
-            self.pool.finish(backend, Outcome.RESET if reached else Outcome.CONNECT_FAILURE)
-            raise BadGateway(f"WebSocket handshake with the backend failed: {exc}") from None
-        downstream = web.WebSocketResponse(
-            protocols=[upstream.protocol] if upstream.protocol else (),
-            autoping=False,
-            max_msg_size=0,
-        )
-        for name, value in answer_headers:
-            downstream.headers[name] = value
-        outcome = Outcome.OK
-        try:
-            await downstream.prepare(request)
-            await _pump_both(downstream, upstream)
-        except (ConnectionError, aiohttp.ClientError):
-            outcome = Outcome.CANCELLED
-        finally:
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            with contextlib.suppress(Exception):
-                await downstream.close()
-            self.pool.finish(backend, outcome)
-        return downstream, backend.name
-
-
-async def _pump_both(
-    client: web.WebSocketResponse, backend: aiohttp.ClientWebSocketResponse
+async def splice(
+    client: ClientConnection, upstream: UpstreamConnection, client_tail: bytes
 ) -> None:
-    async def client_to_backend() -> None:
-        async for msg in client:
-            await _forward(msg, backend)
+    """Relay raw bytes between the two connections until either side closes.
 
-    async def backend_to_client() -> None:
-        async for msg in backend:
-            await _forward(msg, client)
+    Back-pressure: when one side's send buffer fills, reading from the other pauses.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    client_t, upstream_t = client.transport, upstream.transport
+    if client_t is None or upstream_t is None or client.closed or upstream.closed:
+        return
 
-    tasks = [asyncio.ensure_future(client_to_backend()), asyncio.ensure_future(backend_to_client())]
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def to_upstream(data: bytes) -> None:
+        if not upstream_t.is_closing():
+            upstream_t.write(data)
+            if upstream_t.get_write_buffer_size() > 1 << 20:
+                client_t.pause_reading()
+                loop.call_later(0.01, _resume_when_drained, upstream_t, client_t)
+
+    def to_client(data: bytes) -> None:
+        if not client_t.is_closing():
+            client_t.write(data)
+            if client_t.get_write_buffer_size() > 1 << 20:
+                upstream_t.pause_reading()
+                loop.call_later(0.01, _resume_when_drained, client_t, upstream_t)
+
+    def client_gone() -> None:
+        upstream.close()
+        finished()
+
+    def upstream_gone() -> None:
+        client.close()
+        finished()
+
+    client.tunnel, client.tunnel_closed = to_upstream, client_gone
+    upstream.tunnel, upstream.tunnel_closed = to_client, upstream_gone
+    if upstream.tunnel_tail:
+        to_client(upstream.tunnel_tail)
+    if client_tail:
+        to_upstream(client_tail)
+    client.resume_reading()
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await done
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        client.tunnel = upstream.tunnel = None
+        client.tunnel_closed = upstream.tunnel_closed = None
 
 
-async def _forward(
-    msg: aiohttp.WSMessage, to: web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-) -> None:
-    if msg.type == WSMsgType.TEXT:
-        await to.send_str(msg.data)
-    elif msg.type == WSMsgType.BINARY:
-        await to.send_bytes(msg.data)
-    elif msg.type == WSMsgType.PING:
-        await to.ping(msg.data)
-    elif msg.type == WSMsgType.PONG:
-        await to.pong(msg.data)
+def _resume_when_drained(full: asyncio.Transport, paused: asyncio.Transport) -> None:
+    if full.is_closing() or full.get_write_buffer_size() < 1 << 18:
+        if not paused.is_closing():
+            paused.resume_reading()
+        return
+    asyncio.get_running_loop().call_later(0.01, _resume_when_drained, full, paused)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import httptools
@@ -60,6 +61,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.head_done = False
         self.complete = False
+        self.length_known = False  # the response carries Content-Length
+        self.upgraded = False
+        self.tunnel_tail = b""  # bytes after a 101 head: the upgraded protocol's
+        self.tunnel: Callable[[bytes], None] | None = None
+        self.tunnel_closed: Callable[[], None] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -67,6 +73,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
         parser = self._parser
         if parser is None or self.complete:
             # bytes nobody asked for: the connection is out of step, never reuse it
@@ -76,7 +85,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         try:
             parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.tunnel_tail = data[offset:]
+            self.upgraded = True
+            self.keep_alive = False
+            self.complete = True
+            self._wake()
+        except httptools.HttpParserError as exc:
             self._fail(UpstreamProtocolError(f"bad response from backend: {exc}"))
             if self.transport is not None:
                 self.transport.close()
@@ -86,6 +102,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.tunnel_closed is not None:
+            self.tunnel_closed()
         if self.head_done and not self.complete and self._until_eof and exc is None:
             self.complete = True  # a body delimited by the end of the connection
             self._wake()
@@ -122,6 +140,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
+        self.length_known = any(n.lower() == b"content-length" for n, _ in self.headers)
         self.head_done = True
         if self._head_only:
             self.complete = True
@@ -165,6 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.keep_alive = False
         self.head_done = False
         self.complete = False
+        self.length_known = False
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:

@@ -1,0 +1,289 @@
+"""One client connection: httptools parsing, limits, the header deadline, keep-alive, writing.
+
+Requests on a connection are handled one at a time, in order (pipelined ones wait, with
+reading paused). Anything malformed or oversized is answered in JSON and the connection
+closed; a head that does not arrive within LB_HEADER_TIMEOUT (slowloris) closes it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import httptools
+
+from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
+from lb.http.request import WANTED, Body, BodyError, Request
+
+if TYPE_CHECKING:
+    from lb.server import Server
+
+log = logging.getLogger("lb.http")
+
+Handler = Callable[[Request, "ClientConnection"], Awaitable[bool]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ClientConnection(asyncio.Protocol):
+    """The server side of one client TCP connection."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.closed = False
+        self.busy = False  # a request is being handled
+        self.response_started = False
+        self.tunnel: Callable[[bytes], None] | None = None  # raw bytes go here (WebSocket)
+        self.tunnel_closed: Callable[[], None] | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: deque[Request] = deque()
+        self._url = b""
+        self._raw: list[tuple[bytes, bytes]] = []
+        self._wanted: dict[bytes, bytes] = {}
+        self._head_bytes = 0
+        self._body: Body | None = None
+        self._current: Request | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._read_paused = False
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._disarm_deadline()
+        if self._body is not None:
+            self._body.fail(BodyError("the client closed the connection"))
+        for request in self._queue:
+            if request.body is not None:
+                request.body.fail(BodyError("the client closed the connection"))
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        if self.tunnel_closed is not None:
+            self.tunnel_closed()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self._upgraded(data[offset:])
+        except _TooLarge:
+            self._fail(HeadersTooLarge(self._too_large_detail()))
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _TooLarge):
+                self._fail(HeadersTooLarge(self._too_large_detail()))
+            else:
+                log.exception("request parsing failed")
+                self._fail(BadRequest("Malformed HTTP request."))
+        except httptools.HttpParserError as exc:
+            self._fail(BadRequest(f"Malformed HTTP request: {exc}."))
+
+    def eof_received(self) -> bool | None:
+        if self._body is not None and not self._body.eof:
+            self._body.fail(BodyError("the client closed the connection mid-body"))
+        # keep the write side open while a response is owed
+        return self.busy
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw = []
+        self._wanted = {}
+        self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_bytes += len(url)
+        if self._head_bytes > self.server.max_header_bytes:
+            raise _TooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self.server.max_header_bytes:
+            raise _TooLarge
+        lname = name.lower()
+        if lname in WANTED:
+            self._wanted[lname] = value
+
+    def on_headers_complete(self) -> None:
+        self._disarm_deadline()
+        parser = self._parser
+        wanted = self._wanted
+        has_body = b"content-length" in wanted and wanted[b"content-length"] not in (b"0",)
+        has_body = has_body or b"chunked" in wanted.get(b"transfer-encoding", b"").lower()
+        body = Body(self.loop, self._pause_reading, self._resume_reading) if has_body else None
+        self._body = body
+        request = Request(
+            method=parser.get_method().decode("ascii"),
+            target=self._url.decode("latin-1"),
+            version=parser.get_http_version(),
+            raw_headers=self._raw,
+            headers=wanted,
+            header_bytes=self._head_bytes,
+            keep_alive=parser.should_keep_alive(),
+            upgrade=parser.should_upgrade(),
+            peer=self.peer,
+            body=body,
+        )
+        if self.busy or self._queue:
+            self._queue.append(request)
+            self._pause_reading()  # one request at a time; pipelined ones wait
+        else:
+            self._start(request)
+
+    def on_body(self, data: bytes) -> None:
+        if self._body is not None:
+            self._body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if self._body is not None:
+            self._body.feed_eof()
+            self._body = None
+
+    # -- handling ------------------------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self.busy = True
+        self.response_started = False
+        self._current = request
+        self.loop.create_task(self._handle(request))
+
+    async def _handle(self, request: Request) -> None:
+        keep = False
+        try:
+            keep = await self.server.handler(request, self)
+        except Exception:
+            log.exception("request handler failed")
+            if not self.response_started and not self.closed:
+                self.write(render_error(LbError(), close=True))
+        finally:
+            self.busy = False
+            self._current = None
+        unread = request.body is not None and not request.body.done
+        if not keep or unread or self.server.draining or not request.keep_alive:
+            self.close()
+            return
+        if self._queue:
+            self._start(self._queue.popleft())
+            if not self._queue:
+                self._resume_reading()
+        else:
+            self._arm_deadline()
+            self._resume_reading()
+
+    def _upgraded(self, tail: bytes) -> None:
+        # the head of an Upgrade request is complete; what follows is not HTTP
+        request = self._current if self.busy else (self._queue[-1] if self._queue else None)
+        if request is not None:
+            request.tunnel_data = tail
+        if request is not None and (request.header(b"upgrade") or "").lower() != "websocket":
+            # not a WebSocket: the request is still answered, then the connection closed
+            request.keep_alive = False
+        self._pause_reading()
+
+    def _fail(self, error: LbError) -> None:
+        """Answer a protocol error (if nothing else is being answered) and close."""
+        if self.closed:
+            return
+        self.server.on_protocol_error(error)
+        if not self.busy:
+            self.write(render_error(error, close=True))
+        self.close()
+
+    def _too_large_detail(self) -> str:
+        limit = self.server.max_header_bytes
+        return f"The request head exceeds {limit} bytes (LB_MAX_HEADER_BYTES)."
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if not self.busy and not self.closed and self.transport is not None:
+            # slowloris, or an idle keep-alive connection: either way, goodbye
+            self.transport.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or self.closed or transport.is_closing():
+            raise ConnectionResetError("the client connection is closed")
+        self.response_started = True
+        transport.write(data)
+
+    async def drain(self) -> None:
+        while self._write_paused and not self.closed:
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+        if self.closed:
+            raise ConnectionResetError("the client connection is closed")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        if not self.busy:
+            self.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _arm_deadline(self) -> None:
+        self._disarm_deadline()
+        self._deadline = self.loop.call_later(self.server.header_timeout, self._on_deadline)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def resume_reading(self) -> None:
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._read_paused and self.transport is not None and not self.closed:
+            self._read_paused = False
+            self.transport.resume_reading()
