@@ -119,6 +119,8 @@ def backend_environment(
     env.setdefault("DJANGO_SECRET_KEY", secret_key)
     env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
     env.setdefault("GUNICORN_WORKERS", "1")
+    # threads, not processes, on a small machine: a busy replica still answers health checks
+    env.setdefault("GUNICORN_THREADS", "8")
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["DATABASE_URL"] = stores.database_url
     env["SHARD_URLS"] = ",".join(stores.shard_urls)
