@@ -308,3 +308,45 @@ async def test_slowloris_is_cut_off_at_the_header_deadline_while_others_are_serv
     assert cut_off_after is not None, "slowloris connection was never closed"
     assert 1.0 <= cut_off_after <= 3.5  # LB_HEADER_TIMEOUT=1.5
     assert served >= 3
+
+
+# -- HTTP/1.x corners -------------------------------------------------------------------------
+
+
+def test_head_http10_pipelining_and_100_continue(stack: Stack) -> None:
+    port = stack.lb.port
+    # HEAD: the backend's headers, no body, and the connection stays usable
+    raw = raw_request(
+        port,
+        b"HEAD /h?size=5000 HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:100]  # no stray body bytes after HEAD
+    assert b'"path": "/after"' in rest
+    # HTTP/1.0: a body of unknown length ends with the connection
+    raw = raw_request(port, b"GET /old?size=3000 HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+    assert len(body) == 3000
+    # three pipelined requests are answered in order
+    raw = raw_request(
+        port,
+        b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    assert raw.count(b"HTTP/1.1 200") == 3
+    assert raw.index(b"/p1") < raw.index(b"/p2") < raw.index(b"/p3")
+    # Expect: 100-continue is answered by the lb before the body is sent
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(b"hello")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"body_bytes": 5' in answer
