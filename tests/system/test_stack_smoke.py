@@ -216,6 +216,27 @@ def test_invariants_hold_after_the_load(stack):
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
 
 
+def test_a_replica_that_dies_is_reported_and_restarted(stack):
+    before = stack.pids()
+    os.kill(before["backend-1"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = stack.pids()
+        if now.get("backend-1") not in (None, before["backend-1"]):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("backend-1 was not restarted:\n" + stack.process.log())
+    log = stack.process.log(20000)
+    assert "backend-1" in log and "DIED" in log and "restarted backend-1" in log
+    # meanwhile the public endpoint kept answering through the other replica
+    status, _, _ = get(f"{stack.url}/api/tours/")
+    assert status == 200
+    assert {k: v for k, v in now.items() if k != "backend-1"} == {
+        k: v for k, v in before.items() if k != "backend-1"
+    }
+
+
 def test_ctrl_c_stops_exactly_what_ops_up_started(stack):
     pids = stack.pids()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
