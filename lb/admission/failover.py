@@ -44,6 +44,8 @@ class Failover:
         self._healthy = False
         self._probe: asyncio.Task[None] | None = None
         self.mode = policy
+        self._closing = False
+        primary.on_lost = self._degrade
 
     @property
     def healthy(self) -> bool:
@@ -61,6 +63,7 @@ class Failover:
             log.info("admission: shared buckets in Redis")
 
     async def close(self) -> None:
+        self._closing = True
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +82,7 @@ class Failover:
         return None
 
     def _degrade(self, exc: StoreUnavailable) -> None:
-        if self._probe is None:
+        if self._probe is None and not self._closing:
             log.warning(
                 "admission: Redis unavailable (%s); LB_REDIS_FAILURE=%s in force",
                 exc,

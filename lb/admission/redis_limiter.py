@@ -84,8 +84,8 @@ class _Backend(Protocol):
 class _SingleServer:
     """One Redis server over one pipelined RESP connection; commands encoded once per rule."""
 
-    def __init__(self, url: str) -> None:
-        self._conn = RespConnection(url)
+    def __init__(self, url: str, on_lost: Callable[[], None]) -> None:
+        self._conn = RespConnection(url, on_lost=on_lost)
         self._prefix = b"*6\r\n$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n$1\r\n1\r\n"
         self._tails: dict[str, bytes] = {}
 
@@ -107,7 +107,7 @@ class _SingleServer:
 
     async def run(self, batch: list[_Pending]) -> list[Any]:
         if not self._conn.connected:
-            raise RespError("not connected")
+            await self.load()  # within the check's timeout: a refused connect fails fast
         payload = b"".join([self._command(item) for item in batch])
         replies = await self._conn.send(payload, len(batch))
         missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
@@ -183,7 +183,11 @@ class RedisLimiter:
         timeout: float = 0.05,
         on_error: Callable[[], None] = lambda: None,
     ) -> None:
-        self._backend: _Backend = _Cluster(url, timeout) if cluster else _SingleServer(url)
+        self._backend: _Backend = (
+            _Cluster(url, timeout) if cluster else _SingleServer(url, self._lost)
+        )
+        # told when the connection drops while idle, so the failure policy starts at once
+        self.on_lost: Callable[[StoreUnavailable], None] = lambda exc: None
         self._timeout = timeout
         self._on_error = on_error
         self._queue: list[_Pending] = []
@@ -200,6 +204,10 @@ class RedisLimiter:
             timeout=settings.redis_timeout,
             on_error=on_error,
         )
+
+    def _lost(self) -> None:
+        self._on_error()
+        self.on_lost(StoreUnavailable("connection to Redis lost"))
 
     async def start(self) -> None:
         """Connect and load the script (proving Redis answers); StoreUnavailable if not."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -38,7 +39,8 @@ class _Batch:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self.on_lost = on_lost
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[_Batch] = collections.deque()
@@ -68,12 +70,14 @@ class _Protocol(asyncio.Protocol):
             batch = self.waiting.popleft()
             if not batch.future.done():
                 batch.future.set_exception(self.closed)
+        self.on_lost()
 
 
 class RespConnection:
     """One connection from a `redis://`, `rediss://` or `unix://` URL (password, db honoured)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, on_lost: Callable[[], None] = lambda: None) -> None:
+        self._on_lost = on_lost
         parts = urlsplit(url)
         self._scheme = parts.scheme
         self._host = parts.hostname or "127.0.0.1"
@@ -92,13 +96,21 @@ class RespConnection:
     async def connect(self) -> None:
         self.abort()
         loop = asyncio.get_running_loop()
+
+        def make() -> _Protocol:
+            return _Protocol(on_lost)
+
+        def on_lost() -> None:
+            # a connection dropped on purpose (abort) is no news; one Redis dropped is
+            if self._protocol is protocol:
+                self._protocol = None
+                self._on_lost()
+
         if self._scheme == "unix":
-            _, protocol = await loop.create_unix_connection(_Protocol, self._path)
+            _, protocol = await loop.create_unix_connection(make, self._path)
         else:
             context = ssl.create_default_context() if self._scheme == "rediss" else None
-            _, protocol = await loop.create_connection(
-                _Protocol, self._host, self._port, ssl=context
-            )
+            _, protocol = await loop.create_connection(make, self._host, self._port, ssl=context)
         self._protocol = protocol
         hello: list[bytes] = []
         if self._password is not None:
