@@ -174,3 +174,14 @@ async def test_starting_without_redis_degrades_then_connects(
         assert await burst(admission, "10.0.0.4") == 5
     finally:
         server.stop()
+
+
+async def test_an_idle_lb_notices_redis_going_away(
+    fresh_redis: RedisServer, admission_for: Callable[..., object]
+) -> None:
+    admission, registry = await admission_for(fresh_redis.url)  # type: ignore[misc]
+    assert admission.status()["mode"] == "redis"
+    fresh_redis.kill()  # no request in flight: only the dropped connection tells
+    took = await wait_for(lambda: admission.status()["mode"] == "local", within=2)
+    assert took < 0.5
+    assert metric(registry, "lb_admission_mode", mode="local") == 1

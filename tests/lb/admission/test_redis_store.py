@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from lb.admission.redis_limiter import RedisLimiter, bucket_key, redact
+from lb.admission.redis_limiter import RedisLimiter, StoreUnavailable, bucket_key, redact
 from lb.admission.rules import Rule
 from ops.servers import RedisServer
 from tests.lb.admission.conftest import redis_limiter
@@ -103,3 +103,23 @@ async def test_batches_go_in_one_round_trip(limiter: RedisLimiter) -> None:
     backend.run = counting  # type: ignore[method-assign]
     await asyncio.gather(*(limiter.check(rule, f"10.5.0.{i}") for i in range(200)))
     assert sent == [200]
+
+
+async def test_password_and_database_in_the_url_are_honoured(fresh_redis: RedisServer) -> None:
+    admin = redis.Redis.from_url(fresh_redis.url)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    url = f"redis://:s3cret@127.0.0.1:{fresh_redis.port}/3"
+    limiter = redis_limiter(url)
+    await limiter.start()
+    rule = Rule("default", 2, 0.5)
+    results = await asyncio.gather(*(limiter.check(rule, "10.6.0.1") for _ in range(4)))
+    assert sum(r.allowed for r in results) == 2
+    await limiter.close()
+    check = redis.Redis.from_url(url)
+    assert await check.exists(bucket_key("default", "10.6.0.1")) == 1  # in database 3
+    await check.aclose()
+    wrong = redis_limiter(f"redis://:nope@127.0.0.1:{fresh_redis.port}/3")
+    with pytest.raises(StoreUnavailable):
+        await wrong.start()
+    await wrong.close()
