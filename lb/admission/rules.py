@@ -47,6 +47,9 @@ def parse_rule(text: str) -> Rule:
         raise RuleError(f"rule {text.strip()!r}: unknown method {parts[0]!r}")
     if not prefix.startswith("/"):
         raise RuleError(f"rule {text.strip()!r}: the path prefix must start with '/'")
+    if any(c in '"\\' or not c.isprintable() for c in prefix):
+        # the rule name goes into the RateLimit headers as a quoted string
+        raise RuleError(f"rule {text.strip()!r}: the path prefix may not contain quotes")
     cap_text, slash, rate_text = shape.partition("/")
     try:
         capacity, rate = int(cap_text), float(rate_text)
