@@ -8,7 +8,13 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from lb.admission.redis_limiter import RedisLimiter, StoreUnavailable, bucket_key, redact
+from lb.admission.redis_limiter import (
+    SHA,
+    RedisLimiter,
+    StoreUnavailable,
+    bucket_key,
+    redact,
+)
 from lb.admission.rules import Rule
 from ops.servers import RedisServer
 from tests.lb.admission.conftest import redis_limiter
@@ -123,3 +129,21 @@ async def test_password_and_database_in_the_url_are_honoured(fresh_redis: RedisS
     with pytest.raises(StoreUnavailable):
         await wrong.start()
     await wrong.close()
+
+
+@pytest.mark.slow
+async def test_cluster_loads_the_script_on_every_primary_and_spreads_buckets(
+    redis_cluster: list[RedisServer],
+) -> None:
+    limiter = redis_limiter(redis_cluster[0].url, cluster=True)
+    await limiter.start()
+    rule = Rule("default", 1, 0.5)
+    await asyncio.gather(*(limiter.check(rule, f"10.7.0.{i}") for i in range(60)))
+    await limiter.close()
+    holders = 0
+    for node in redis_cluster:
+        client = redis.Redis.from_url(node.url)
+        assert await client.script_exists(SHA) == [True]
+        holders += bool(await client.keys("lb:rl:*10.7.0.*"))
+        await client.aclose()
+    assert holders == 3  # different clients land on different nodes
