@@ -92,9 +92,13 @@ def upstream_head(
     chunked: bool,
     default_host: str,
     keep_upgrade: bool = False,
+    scan_connection: bool = True,
 ) -> bytes:
-    """The request head to send to a backend: the client's end-to-end headers, then ours."""
-    named = connection_tokens(raw)
+    """The request head to send to a backend: the client's end-to-end headers, then ours.
+
+    `scan_connection=False` says the caller knows there is no Connection header.
+    """
+    named = connection_tokens(raw) if scan_connection else None
     drop = _DROP_UP | named if named else _DROP_UP
     parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1")]
     has_host = False
@@ -147,13 +151,14 @@ def response_head(
     http11: bool,
     framing: str,
     keep_alive: bool,
+    scan_connection: bool = True,
 ) -> bytes:
     """The response head for the client: the backend's end-to-end headers, then ours.
 
     framing: "length" (the backend's Content-Length stands), "chunked" (we chunk), "close"
     (the body ends with the connection) or "none" (no body: HEAD, 204, 304).
     """
-    named = connection_tokens(raw)
+    named = connection_tokens(raw) if scan_connection else None
     drop = _DROP_DOWN | named if named else _DROP_DOWN
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or _phrase(status)).encode("latin-1"))]
     for name, value in raw:

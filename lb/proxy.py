@@ -226,6 +226,7 @@ class Proxy:
             chunked=request.chunked,
             default_host="",
             keep_upgrade=websocket,
+            scan_connection=b"connection" in request.headers,
         )
         if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
             client.write(CONTINUE)
@@ -266,10 +267,7 @@ class Proxy:
                     if body is not None:
                         body_touched = True
                         await self._send_body(request, conn, deadline)
-                    async with asyncio.timeout(
-                        min(settings.first_byte_timeout, deadline - loop.time())
-                    ):
-                        await conn.read_head()
+                    await conn.read_head(min(settings.first_byte_timeout, deadline - loop.time()))
                 except ConnectFailed as exc:
                     raise _Failed(
                         Outcome.CONNECT_FAILURE, False, BadGateway(f"Backend unreachable: {exc}")
@@ -435,6 +433,7 @@ class Proxy:
             http11=http11,
             framing=framing,
             keep_alive=keep,
+            scan_connection=conn.has_connection_header,
         )
         chunked = framing == "chunked"
         loop = self.loop

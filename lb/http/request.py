@@ -21,6 +21,7 @@ WANTED: Final = frozenset(
         b"idempotency-key",
         b"content-length",
         b"transfer-encoding",
+        b"connection",
     }
 )
 

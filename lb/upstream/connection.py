@@ -62,6 +62,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.length_known = False  # the response carries Content-Length
+        self.has_connection_header = False
+        self._timed_out = False
         self.upgraded = False
         self.tunnel_tail = b""  # bytes after a 101 head: the upgraded protocol's
         self.tunnel: Callable[[bytes], None] | None = None
@@ -140,16 +142,22 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
-        self.length_known = any(n.lower() == b"content-length" for n, _ in self.headers)
+        length = framed = False
+        for name, _ in self.headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                length = framed = True
+            elif lname == b"transfer-encoding":
+                framed = True
+            elif lname == b"connection":
+                self.has_connection_header = True
+        self.length_known = length
         self.head_done = True
         if self._head_only:
             self.complete = True
-        else:
-            self._until_eof = not any(
-                n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.headers
-            ) and status not in (204, 304)
-            if self._until_eof:
-                self.keep_alive = False
+        elif not framed and status not in (204, 304):
+            self._until_eof = True  # the body ends with the connection
+            self.keep_alive = False
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -185,6 +193,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.length_known = False
+        self.has_connection_header = False
+        self._timed_out = False
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -207,12 +217,27 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed and not self.head_done:
             raise self.error or UpstreamClosed("backend closed the connection")
 
-    async def read_head(self) -> None:
-        """Wait for the response status line and headers."""
-        while not self.head_done:
-            if self.error is not None:
-                raise self.error
-            await self._wait()
+    async def read_head(self, within: float) -> None:
+        """Wait for the response status line and headers; TimeoutError after `within` s.
+
+        A timer of our own: cheaper than asyncio.timeout on the hot path.
+        """
+        if self.head_done:
+            return
+        timer = self._loop.call_later(within, self._time_out)
+        try:
+            while not self.head_done:
+                if self.error is not None:
+                    raise self.error
+                if self._timed_out:
+                    raise TimeoutError
+                await self._wait()
+        finally:
+            timer.cancel()
+
+    def _time_out(self) -> None:
+        self._timed_out = True
+        self._wake()
 
     async def read_chunk(self) -> bytes:
         """The next piece of the response body; b"" at its end."""
