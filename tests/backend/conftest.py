@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -198,6 +199,10 @@ class ReplicaStarter:
         return [url for _, url in pending]
 
     def stop_all(self) -> None:
+        # SIGINT is gunicorn's quick shutdown: tests have no requests in flight to drain, and
+        # a graceful stop would wait for idle keep-alive connections of the test clients
+        for proc in self.processes:
+            proc.signal(signal.SIGINT)
         for proc in self.processes:
             proc.stop()
 

@@ -64,8 +64,10 @@ def test_schemathesis_finds_no_server_errors(live: dict[str, Any], tmp_path: Any
         "12",
         "--seed",
         "20261121",
+        # one worker: hypothesis' lambda-source parsing is not thread-safe on CPython 3.11
+        # ("AST constructor recursion depth mismatch" runtime errors with several)
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "20",
         "--generation-database",
