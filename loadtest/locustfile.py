@@ -25,7 +25,13 @@ class BlackFridayShape(LoadTestShape):
     plan = stages(PROFILE)
 
     def tick(self) -> tuple[int, float] | None:
-        stage = target_at(self.plan, self.get_run_time())
+        run_time = self.get_run_time()
+        # Locust does not apply --run-time to a shape: honour it here, to cut a run short
+        options = getattr(self.runner.environment, "parsed_options", None) if self.runner else None
+        limit = getattr(options, "run_time", None)
+        if limit and run_time >= limit:
+            return None
+        stage = target_at(self.plan, run_time)
         return None if stage is None else (stage.users, stage.spawn_rate)
 
 

@@ -1,0 +1,109 @@
+"""A headless Locust run exits non-zero when a threshold is missed (slow browsing, failing
+bookings), and says which; reports land where asked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.support.processes import ROOT
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
+TOUR = {"id": "5b0c8f6e-1d7a-4c55-9d3e-1b1f3c4b8a01", "name": "Black Friday city walk"}
+
+
+class SlowAndBroken(BaseHTTPRequestHandler):
+    """Browsing answers in 300 ms (> the 200 ms p95 limit); every booking fails with a 500."""
+
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:
+            pass  # the run ended while this answer was on its way
+
+    def do_GET(self) -> None:
+        time.sleep(0.3)
+        if self.path.startswith("/api/tours/?") or self.path == "/api/tours/":
+            self.reply(200, {"count": 1, "next": None, "previous": None, "results": [TOUR]})
+        else:
+            self.reply(200, TOUR)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/api/auth/register/":
+            self.reply(201, {"id": 1, "username": "u", "email": "u@example.com"})
+        elif self.path == "/api/auth/token/":
+            self.reply(200, {"access": "a", "refresh": "r"})
+        else:
+            self.reply(500, {"detail": "boom", "code": "server_error"})
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_missed_thresholds_fail_the_run(tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowAndBroken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "loadtest/locustfile.py",
+                "--headless",
+                "--host",
+                f"http://127.0.0.1:{server.server_port}",
+                "--run-time",
+                "8s",
+                "--csv",
+                str(tmp_path / "run"),
+                "--html",
+                str(tmp_path / "run.html"),
+                "--only-summary",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LOADTEST_PROFILE": "smoke"},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        server.shutdown()
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-4000:]
+    assert "FAIL browse p95 ms" in output
+    assert "FAIL failure ratio" in output
+    assert "FAILED: a threshold was missed" in output
+    assert (tmp_path / "run_stats.csv").exists() and (tmp_path / "run.html").exists()
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtest/locustfile.py", "--headless", "-t", "1s"],
+        cwd=ROOT,
+        env={**os.environ, "LOADTEST_PROFILE": "black-monday"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "LOADTEST_PROFILE='black-monday': expected one of smoke, peak, peak150" in (
+        result.stdout + result.stderr
+    )
