@@ -167,6 +167,11 @@ def test_thousand_concurrent_requests_through_two_workers_never_exceed_the_limit
     leaked = rate * elapsed
     assert capacity <= admitted(answers) <= capacity + int(leaked) + 1
     assert admitted(answers) + sum(a.status == 429 for a in answers) == 1000
+    # one scrape sees both workers: counts add up, the mode gauge says redis
+    metrics = lb.metrics_text()
+    assert metric_value(metrics, "lb_admission_admitted_total") == admitted(answers)
+    assert metric_value(metrics, "lb_admission_mode", mode="redis") == 1
+    assert metric_value(metrics, "lb_admission_mode", mode="local") == 0
 
 
 def test_spoofed_forwarded_for_from_an_untrusted_peer_shares_one_bucket(
@@ -280,3 +285,29 @@ def test_redis_killed_under_load_no_5xx_local_limits_then_shared_limits_resume(
         assert admitted(asyncio.run(split())) == 5
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize(("policy", "status"), [("closed", 503), ("open", 200)])
+def test_without_redis_the_policy_decides_and_nothing_is_a_500(
+    policy: str,
+    status: int,
+    fake_backends: Callable[[int], list[Any]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    from tests.support.net import free_port
+
+    (backend,) = fake_backends(1)
+    lb = lb_process(
+        {
+            **LIMIT_5_1,
+            "LB_BACKENDS": backend.url,
+            "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+            "LB_REDIS_FAILURE": policy,
+        }
+    )
+    assert mode(lb) == policy
+    answers = asyncio.run(fetch_all(f"{lb.url}/api/tours/", 10))
+    assert {a.status for a in answers} == {status}
+    if policy == "closed":
+        assert answers[0].json()["code"] == "admission_unavailable"
+        assert answers[0].headers["Retry-After"] == "1"
