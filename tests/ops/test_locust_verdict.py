@@ -3,6 +3,7 @@ bookings), and says which; reports land where asked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -31,10 +32,8 @@ class SlowAndBroken(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the run ended while this was on its way
             self.wfile.write(data)
-        except BrokenPipeError:
-            pass  # the run ended while this answer was on its way
 
     def do_GET(self) -> None:
         time.sleep(0.3)
