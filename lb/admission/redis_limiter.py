@@ -264,12 +264,16 @@ class RedisLimiter:
         for item, reply in zip(batch, replies, strict=True):
             if item.future.done():
                 continue  # the request went away meanwhile
-            if isinstance(reply, Exception):
-                item.future.set_exception(StoreUnavailable(str(reply)))
-                continue
-            allowed, level = reply
             rule = item.rule
-            item.future.set_result(decide(allowed == 1, float(level), rule.capacity, rule.rate))
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                allowed, level = reply
+                decision = decide(allowed == 1, float(level), rule.capacity, rule.rate)
+            except Exception as exc:  # a refused command or a reply of the wrong shape
+                item.future.set_exception(StoreUnavailable(f"{type(exc).__name__}: {exc}"))
+            else:
+                item.future.set_result(decision)
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: StoreUnavailable) -> None:

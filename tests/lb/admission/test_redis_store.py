@@ -147,3 +147,15 @@ async def test_cluster_loads_the_script_on_every_primary_and_spreads_buckets(
         holders += bool(await client.keys("lb:rl:*10.7.0.*"))
         await client.aclose()
     assert holders == 3  # different clients land on different nodes
+
+
+async def test_a_refused_command_fails_only_its_own_check(
+    limiter: RedisLimiter, raw: redis.Redis
+) -> None:
+    rule = Rule("default", 3, 0.5)
+    await raw.hset(bucket_key(rule.name, "10.8.0.1"), "x", "1")  # a key of the wrong type
+    bad, good = await asyncio.gather(
+        limiter.check(rule, "10.8.0.1"), limiter.check(rule, "10.8.0.2"), return_exceptions=True
+    )
+    assert isinstance(bad, StoreUnavailable) and "WRONGTYPE" in str(bad)
+    assert not isinstance(good, BaseException) and good.allowed
