@@ -20,6 +20,7 @@ from lb.identity import ClientResolver
 from lb.metrics import Metrics
 from lb.proxy import Proxy
 from lb.server import Server
+from lb.status import RateMeter
 from lb.upstream.backend import backend_name
 from lb.upstream.connection import UpstreamClient
 from lb.upstream.health import HealthChecker
@@ -59,6 +60,7 @@ class Runtime:
         )
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
+        self.rates = RateMeter()
 
     @property
     def draining(self) -> bool:
@@ -105,6 +107,7 @@ class Runtime:
             "draining": self.proxy.draining,
             "backends": self.pool.snapshot(),
             "answered": dict(self.proxy.answered),
+            "rates": self.rates.sample(self.proxy.answered),
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
         }
@@ -114,6 +117,7 @@ class Runtime:
             await asyncio.sleep(0.5)
             try:
                 self.metrics.sync(self.pool.snapshot())
+                self.rates.sample(self.proxy.answered)
                 for tick in self.on_tick:
                     tick()
             except Exception:

@@ -12,20 +12,39 @@ Snapshot = dict[str, Any]
 RATE_WINDOW = 10.0  # seconds the "recent" rates look back
 
 
-class StatusBoard:
-    """Merges per-worker snapshots (see `Runtime.snapshot()`) and derives request rates.
-
-    Per backend: healthy/eligible only if every worker says so, the worst breaker state,
-    outstanding requests summed; rates from the change of the workers' answer counters
-    over the last RATE_WINDOW seconds of /status calls.
-    """
+class RateMeter:
+    """Recent answers per second, per backend, from samples of a process's answer counters
+    (taken every tick and at each snapshot) over the last RATE_WINDOW seconds."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._history: deque[tuple[float, dict[str, int]]] = deque()
 
-    def combine(self, snapshots: Sequence[Snapshot], *, draining: bool = False) -> Snapshot:
+    def sample(self, totals: dict[str, int]) -> dict[str, float]:
         now = self._clock()
+        history = self._history
+        history.append((now, dict(totals)))
+        while len(history) > 1 and now - history[1][0] >= RATE_WINDOW:
+            history.popleft()
+        then, old = history[0]
+        elapsed = now - then
+        if elapsed <= 0:
+            return {name: 0.0 for name in totals}
+        return {
+            name: round(max(0, count - old.get(name, 0)) / elapsed, 2)
+            for name, count in totals.items()
+        }
+
+
+class StatusBoard:
+    """Merges per-worker snapshots (see `Runtime.snapshot()`) into one picture.
+
+    Per backend: healthy/eligible only if every worker says so, the worst breaker state,
+    outstanding requests, counters and recent rates summed.
+    """
+
+    def combine(self, snapshots: Sequence[Snapshot], *, draining: bool = False) -> Snapshot:
+        rates: dict[str, float] = {}
         backends: dict[str, dict[str, Any]] = {}
         answered: dict[str, int] = {}
         in_flight = 0
@@ -38,6 +57,8 @@ class StatusBoard:
                 rejected[key] = rejected.get(key, 0) + count
             for name, count in snap.get("answered", {}).items():
                 answered[name] = answered.get(name, 0) + count
+            for name, rate in snap.get("rates", {}).items():
+                rates[name] = round(rates.get(name, 0.0) + rate, 2)
             for row in snap.get("backends", []):
                 merged = backends.get(row["name"])
                 if merged is None:
@@ -62,7 +83,6 @@ class StatusBoard:
             }
             for snap in snapshots
         ]
-        rates = self._rates(now, answered)
         for name, row in backends.items():
             row["rate_per_second"] = rates.get(name, 0.0)
         return {
@@ -76,20 +96,6 @@ class StatusBoard:
             "backends": list(backends.values()),
             "admission": admission,
             "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],
-        }
-
-    def _rates(self, now: float, totals: dict[str, int]) -> dict[str, float]:
-        history = self._history
-        history.append((now, dict(totals)))
-        while len(history) > 1 and now - history[1][0] >= RATE_WINDOW:
-            history.popleft()
-        then, old = history[0]
-        elapsed = now - then
-        if elapsed <= 0:
-            return {name: 0.0 for name in totals}
-        return {
-            name: round(max(0, count - old.get(name, 0)) / elapsed, 2)
-            for name, count in totals.items()
         }
 
 

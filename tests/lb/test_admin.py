@@ -132,3 +132,70 @@ async def test_status_json_html_drain_and_restore(
         async with session.post(f"{lb.url}/backends/{name0}/drain") as resp:
             assert (await resp.json())["backend"] in ("b0", "b1")
         assert all(not r["drained"] for r in lb.status()["backends"])
+
+
+def test_status_board_merges_workers_and_meters_recent_rates() -> None:
+    from lb.status import RateMeter, StatusBoard, render_html
+
+    now = [100.0]
+    meter = RateMeter(clock=lambda: now[0])
+    assert meter.sample({"a": 0}) == {"a": 0.0}
+    now[0] += 2
+    assert meter.sample({"a": 50, "none": 4}) == {"a": 25.0, "none": 2.0}
+    # ticks every 0.5 s at 10 answers a second: the early burst leaves the window
+    count = 50
+    for _ in range(40):
+        now[0] += 0.5
+        count += 5
+        rates = meter.sample({"a": count, "none": 4})
+    assert rates == {"a": 10.0, "none": 0.0}
+
+    def row(**kw: object) -> dict[str, object]:
+        base = {
+            "name": "b:1",
+            "healthy": True,
+            "eligible": True,
+            "drained": False,
+            "breaker": "closed",
+            "outstanding": 1,
+            "requests": 10,
+            "failures": 0,
+            "ejections": 0,
+            "ejected_until": None,
+        }
+        return {**base, **kw}
+
+    merged = StatusBoard().combine(
+        [
+            {
+                "pid": 1,
+                "in_flight": 2,
+                "answered": {"b:1": 5},
+                "rates": {"b:1": 1.5},
+                "backends": [row()],
+            },
+            {
+                "pid": 2,
+                "in_flight": 1,
+                "answered": {"b:1": 7},
+                "rates": {"b:1": 2.0},
+                "backends": [
+                    row(
+                        healthy=False,
+                        eligible=False,
+                        breaker="half_open",
+                        outstanding=3,
+                        ejected_until=4.0,
+                    )
+                ],
+            },
+        ]
+    )
+    (b,) = merged["backends"]
+    assert (b["healthy"], b["eligible"], b["breaker"]) == (False, False, "half_open")
+    assert (b["outstanding"], b["requests"], b["ejected_until"]) == (4, 20, 4.0)
+    assert b["rate_per_second"] == 3.5 and merged["rate_per_second"] == 3.5
+    assert merged["in_flight"] == 3 and merged["answered"] == {"b:1": 12}
+    assert [w["answered"] for w in merged["per_worker"]] == [5, 7]
+    page = render_html(merged)
+    assert "b:1" in page and "half_open" in page and "3.5" in page
