@@ -55,6 +55,7 @@ class ClientConnection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._client_eof = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -101,10 +102,11 @@ class ClientConnection(asyncio.Protocol):
             self._fail(BadRequest(f"Malformed HTTP request: {exc}."))
 
     def eof_received(self) -> bool | None:
+        self._client_eof = True
         if self._body is not None and not self._body.eof:
             self._body.fail(BodyError("the client closed the connection mid-body"))
         # keep the write side open while a response is owed
-        return self.busy
+        return self.busy or bool(self._queue)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -200,6 +202,8 @@ class ClientConnection(asyncio.Protocol):
             self._start(self._queue.popleft())
             if not self._queue:
                 self._resume_reading()
+        elif self._client_eof:
+            self.close()  # the client has nothing more to send
         else:
             self._arm_deadline()
             self._resume_reading()
@@ -209,8 +213,8 @@ class ClientConnection(asyncio.Protocol):
         request = self._current if self.busy else (self._queue[-1] if self._queue else None)
         if request is not None:
             request.tunnel_data = tail
-        if request is not None and (request.header(b"upgrade") or "").lower() != "websocket":
-            # not a WebSocket: the request is still answered, then the connection closed
+        if request is not None:
+            # whatever follows is not HTTP any more: after this answer (or tunnel), close
             request.keep_alive = False
         self._pause_reading()
 
