@@ -61,6 +61,9 @@ class ShardedModelAdmin(admin.ModelAdmin):
         return super().get_object(request, object_id, from_field)
 
     def save_model(self, request: HttpRequest, obj: Model, form: Any, change: bool) -> None:
+        new_id = getattr(request, "_admin_new_id", None)
+        if not change and new_id is not None:
+            obj.pk = new_id
         obj.save(using=obj._state.db or shard_for(obj.pk))
 
     def delete_model(self, request: HttpRequest, obj: Model) -> None:
@@ -91,8 +94,13 @@ class ShardedModelAdmin(admin.ModelAdmin):
         extra_context: Any = None,
     ) -> HttpResponse:
         if object_id is None:
-            # a new object: its id (so its shard) is generated when the form is saved
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            # a new object: choose its id now, so the whole view (Django wraps it in a
+            # transaction on the model's database) runs on the shard the object will live on
+            new_id = uuid.uuid4()
+            request._admin_new_id = new_id  # type: ignore[attr-defined]
+            return self._pinned_view(
+                request, str(new_id), super().changeform_view, object_id, form_url, extra_context
+            )
         return self._pinned_view(
             request, object_id, super().changeform_view, object_id, form_url, extra_context
         )
