@@ -3,6 +3,7 @@ get 503 + Retry-After, the other shard keeps working, and all recovers after the
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -120,3 +121,21 @@ def test_metrics_count_requests(backend_env: dict[str, str], replicas: Any) -> N
     )
     assert float(line.split()[-1]) >= 7
     assert "backend_http_request_duration_seconds_bucket" in text
+    # one structured access line per request, carrying the lb's request id
+    lines = [
+        json.loads(row)
+        for row in replicas.processes[-1].log(200_000).splitlines()
+        if row.startswith("{")
+    ]
+    access = [
+        e
+        for e in lines
+        if e.get("logger") == "backend.access" and e.get("request_id") == "req-abc-123"
+    ]
+    assert len(access) == 7
+    assert access[0]["path"] == "/api/tours/" and access[0]["status"] == 200
+    assert access[0]["duration_ms"] >= 0
+    generated = requests.get(
+        f"{base}/healthz", headers={"X-Request-ID": "bad id with spaces"}, timeout=10
+    )
+    assert generated.headers["X-Request-ID"] != "bad id with spaces"
