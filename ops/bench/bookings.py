@@ -4,8 +4,9 @@ Starts throwaway PostgreSQL servers (default + 2 shards, ops/servers.py) and gun
 of the backend, seeds distinct users (one booking per user and tour) with minted JWTs, then
 fires POST /api/bookings/ from an asyncio + aiohttp client at a fixed concurrency:
 
-  hot     every booking on ONE tour (one row every transaction updates: the contention case)
-  spread  the same number of bookings over many tours on both shards
+  hot      every booking on ONE tour (one row every transaction updates: the contention case)
+  spread   the same number of bookings over many tours on both shards
+  soldout  every attempt on one tour with seats for a quarter of them: the rest must get 409
 
 After each run `python -m loadtest.verify` audits the invariants. Prints one table row per run.
 Everything it starts is stopped at the end (by PID); nothing is left on disk.
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class RunResult:
     name: str
     tours: int
+    capacity: int
     attempts: int
     created: int
     sold_out: int
@@ -49,6 +51,10 @@ class RunResult:
     def rate(self) -> float:
         return self.created / self.seconds if self.seconds else 0.0
 
+    @property
+    def answered(self) -> float:
+        return self.attempts / self.seconds if self.seconds else 0.0
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.bench bookings", description=__doc__)
@@ -61,7 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--hot-seats", type=int, default=0, help="hot tour capacity (default: = --bookings)"
     )
-    parser.add_argument("--runs", default="hot,spread", help="comma-separated: hot,spread")
+    parser.add_argument(
+        "--runs", default="hot,spread,soldout", help="comma-separated: hot,spread,soldout"
+    )
     args = parser.parse_args(argv)
     for name in ("bookings", "concurrency", "replicas", "workers", "threads", "spread_tours"):
         if getattr(args, name) < 1:
@@ -259,6 +267,8 @@ def run(bench: Bench, name: str) -> RunResult:
     n = args.bookings
     if name == "hot":
         tours = [(args.hot_seats or n, 0)]
+    elif name == "soldout":
+        tours = [(max(1, n // 4), 1)]
     else:
         per_tour = -(-n // args.spread_tours)
         tours = [(per_tour, i % 2) for i in range(args.spread_tours)]
@@ -269,6 +279,7 @@ def run(bench: Bench, name: str) -> RunResult:
     return RunResult(
         name=name,
         tours=len(tours),
+        capacity=sum(seats for seats, _ in tours),
         attempts=len(jobs),
         created=statuses.count(201),
         sold_out=statuses.count(409),
@@ -282,14 +293,14 @@ def run(bench: Bench, name: str) -> RunResult:
 
 def table(results: list[RunResult]) -> str:
     head = (
-        f"{'run':<8}{'tours':>6}{'attempts':>10}{'created':>9}{'409':>6}{'other':>7}"
-        f"{'seconds':>9}{'booked/s':>10}{'p50 ms':>8}{'p99 ms':>8}  audit"
+        f"{'run':<8}{'tours':>6}{'seats':>7}{'attempts':>10}{'created':>9}{'409':>6}{'other':>7}"
+        f"{'seconds':>9}{'req/s':>7}{'booked/s':>10}{'p50 ms':>8}{'p99 ms':>8}  audit"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
-            f"{r.name:<8}{r.tours:>6}{r.attempts:>10}{r.created:>9}{r.sold_out:>6}{r.other:>7}"
-            f"{r.seconds:>9.2f}{r.rate:>10.0f}{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}  {r.audit}"
+            f"{r.name:<8}{r.tours:>6}{r.capacity:>7}{r.attempts:>10}{r.created:>9}{r.sold_out:>6}{r.other:>7}"
+            f"{r.seconds:>9.2f}{r.answered:>7.0f}{r.rate:>10.0f}{r.p50_ms:>8.1f}{r.p99_ms:>8.1f}  {r.audit}"
         )
     return "\n".join(lines)
 
@@ -297,8 +308,8 @@ def table(results: list[RunResult]) -> str:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    if not set(runs) <= {"hot", "spread"}:
-        print(f"--runs: unknown run in {args.runs!r} (expected hot,spread)", file=sys.stderr)
+    if not runs or not set(runs) <= {"hot", "spread", "soldout"}:
+        print(f"--runs={args.runs!r}: expected names from hot,spread,soldout", file=sys.stderr)
         return 2
     bench = Bench(args)
     try:
@@ -313,7 +324,8 @@ def main(argv: list[str]) -> int:
     finally:
         bench.close()
     print(table(results))
-    failed = [r for r in results if r.audit != "OK" or r.other]
+    # one seat per attempt: more created bookings than seats would be an oversell
+    failed = [r for r in results if r.audit != "OK" or r.other or r.created > r.capacity]
     return 1 if failed else 0
 
 
