@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from lb.admission.service import build_admission
 from lb.config import Settings
+from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
 from lb.proxy import Proxy
@@ -44,7 +45,11 @@ class Runtime:
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
         self.admission = build_admission(settings, registry)
-        self.upstream = UpstreamClient(max_idle=settings.upstream_keepalive, loop=loop)
+        # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
+        self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
+        self.upstream = UpstreamClient(
+            max_idle=settings.upstream_keepalive, loop=loop, deadlines=self.deadlines
+        )
         self.proxy = Proxy(
             settings,
             pool=self.pool,
@@ -56,7 +61,11 @@ class Runtime:
             loop=loop,
         )
         self.server = Server(
-            self.proxy, settings, loop=loop, on_protocol_error=self.proxy.protocol_error
+            self.proxy,
+            settings,
+            loop=loop,
+            on_protocol_error=self.proxy.protocol_error,
+            deadlines=self.deadlines,
         )
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
@@ -94,6 +103,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
         await self.checker.stop()
+        await self.deadlines.close()
         with contextlib.suppress(Exception):
             await self.admission.close()
         self.upstream.close()

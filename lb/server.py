@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from lb.config import Address, Settings
 from lb.errors import LbError
 from lb.http.connection import ClientConnection
+from lb.http.deadlines import Deadlines
 from lb.http.request import Request
 
 Handler = Callable[[Request, ClientConnection], Awaitable[bool]]
@@ -39,6 +40,7 @@ class Server:
         *,
         loop: asyncio.AbstractEventLoop,
         on_protocol_error: Callable[[LbError], None] = lambda error: None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.handler = handler
         self.loop = loop
@@ -46,6 +48,7 @@ class Server:
         self.header_timeout = settings.header_timeout
         self.on_protocol_error = on_protocol_error
         self.connections: set[ClientConnection] = set()
+        self.deadlines = deadlines or Deadlines(loop)
         self.draining = False
         self._listener: asyncio.Server | None = None
 

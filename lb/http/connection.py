@@ -51,7 +51,9 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._body: Body | None = None
         self._current: Request | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # the request head must be complete by then (Deadlines)
+        self._next: asyncio.Future[Request | None] | None = None
+        self._serving = False
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -78,6 +80,9 @@ class ClientConnection(asyncio.Protocol):
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
+        waiter = self._next
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # ends the connection's task
         if self.tunnel_closed is not None:
             self.tunnel_closed()
 
@@ -181,9 +186,35 @@ class ClientConnection(asyncio.Protocol):
         self.busy = True
         self.response_started = False
         self._current = request
-        self.loop.create_task(self._handle(request))
+        waiter = self._next
+        if waiter is not None and not waiter.done():
+            waiter.set_result(request)  # the connection's task is waiting for it
+        elif not self._serving:
+            self._serving = True
+            self.loop.create_task(self._serve(request))
 
-    async def _handle(self, request: Request) -> None:
+    async def _serve(self, first: Request) -> None:
+        """The connection's one task: its requests, one after the other."""
+        request: Request | None = first
+        while request is not None:
+            if not await self._handle(request):
+                return
+            if self._queue:
+                self._start(self._queue.popleft())
+                request = self._current
+                if not self._queue:
+                    self._resume_reading()
+                continue
+            self._next = self.loop.create_future()
+            self._arm_deadline()
+            self._resume_reading()
+            try:
+                request = await self._next
+            finally:
+                self._next = None
+
+    async def _handle(self, request: Request) -> bool:
+        """Answer one request; True when the connection stays open for the next."""
         keep = False
         try:
             keep = await self.server.handler(request, self)
@@ -197,16 +228,11 @@ class ClientConnection(asyncio.Protocol):
         unread = request.body is not None and not request.body.done
         if not keep or unread or self.server.draining or not request.keep_alive:
             self.close()
-            return
-        if self._queue:
-            self._start(self._queue.popleft())
-            if not self._queue:
-                self._resume_reading()
-        elif self._client_eof:
+            return False
+        if self._client_eof and not self._queue:
             self.close()  # the client has nothing more to send
-        else:
-            self._arm_deadline()
-            self._resume_reading()
+            return False
+        return not self.closed
 
     def _upgraded(self, tail: bytes) -> None:
         # the head of an Upgrade request is complete; what follows is not HTTP
@@ -231,8 +257,8 @@ class ClientConnection(asyncio.Protocol):
         limit = self.server.max_header_bytes
         return f"The request head exceeds {limit} bytes (LB_MAX_HEADER_BYTES)."
 
-    def _on_deadline(self) -> None:
-        self._deadline = None
+    def expire(self) -> None:
+        """The head deadline passed (called by Deadlines)."""
         if not self.busy and not self.closed and self.transport is not None:
             # slowloris, or an idle keep-alive connection: either way, goodbye
             self.transport.close()
@@ -271,13 +297,10 @@ class ClientConnection(asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------------
 
     def _arm_deadline(self) -> None:
-        self._disarm_deadline()
-        self._deadline = self.loop.call_later(self.server.header_timeout, self._on_deadline)
+        self.server.deadlines.arm(self, self.server.header_timeout)
 
     def _disarm_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self.server.deadlines.disarm(self)
 
     def resume_reading(self) -> None:
         self._resume_reading()

@@ -14,6 +14,8 @@ from typing import Final
 
 import httptools
 
+from lb.http.deadlines import Deadlines
+
 HIGH_WATER: Final = 256 * 1024  # buffered response bytes at which reading pauses
 LOW_WATER: Final = 64 * 1024
 IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
@@ -40,8 +42,10 @@ class UpstreamProtocolError(UpstreamError):
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to a backend. `begin()` before each request."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines | None = None) -> None:
         self._loop = loop
+        self._deadlines = deadlines
+        self.deadline = 0.0
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_used = 0.0
@@ -220,11 +224,16 @@ class UpstreamConnection(asyncio.Protocol):
     async def read_head(self, within: float) -> None:
         """Wait for the response status line and headers; TimeoutError after `within` s.
 
-        A timer of our own: cheaper than asyncio.timeout on the hot path.
+        A coarse deadline (see lb/http/deadlines.py): far cheaper than asyncio.timeout.
         """
         if self.head_done:
             return
-        timer = self._loop.call_later(within, self._time_out)
+        deadlines = self._deadlines
+        timer = None
+        if deadlines is not None:
+            deadlines.arm(self, within)
+        else:
+            timer = self._loop.call_later(within, self.expire)
         try:
             while not self.head_done:
                 if self.error is not None:
@@ -233,9 +242,13 @@ class UpstreamConnection(asyncio.Protocol):
                     raise TimeoutError
                 await self._wait()
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
+            elif deadlines is not None:
+                deadlines.disarm(self)
 
-    def _time_out(self) -> None:
+    def expire(self) -> None:
+        """The first-byte deadline passed."""
         self._timed_out = True
         self._wake()
 
@@ -320,7 +333,9 @@ class ConnectionPool:
         max_idle: int,
         loop: asyncio.AbstractEventLoop,
         idle_ttl: float = IDLE_TTL,
+        deadlines: Deadlines | None = None,
     ) -> None:
+        self._deadlines = deadlines
         self.host = host
         self.port = port
         self.max_idle = max_idle
@@ -344,7 +359,7 @@ class ConnectionPool:
         loop = self._loop
         try:
             _, conn = await loop.create_connection(
-                lambda: UpstreamConnection(loop), self.host, self.port
+                lambda: UpstreamConnection(loop, self._deadlines), self.host, self.port
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from None
@@ -374,15 +389,24 @@ class ConnectionPool:
 class UpstreamClient:
     """A ConnectionPool per backend name."""
 
-    def __init__(self, *, max_idle: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        *,
+        max_idle: int,
+        loop: asyncio.AbstractEventLoop,
+        deadlines: Deadlines | None = None,
+    ) -> None:
         self._max_idle = max_idle
         self._loop = loop
+        self._deadlines = deadlines
         self._pools: dict[str, ConnectionPool] = {}
 
     def pool(self, name: str, host: str, port: int) -> ConnectionPool:
         pool = self._pools.get(name)
         if pool is None:
-            pool = ConnectionPool(host, port, max_idle=self._max_idle, loop=self._loop)
+            pool = ConnectionPool(
+                host, port, max_idle=self._max_idle, loop=self._loop, deadlines=self._deadlines
+            )
             self._pools[name] = pool
         return pool
 
