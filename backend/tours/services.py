@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import ProtectedError
@@ -18,6 +20,8 @@ from backend.tours.cache import invalidate_tour_list
 from backend.tours.models import Tour, TourPhoto
 from backend.tours.photos import validate_image
 from backend.tours.selectors import TourNotFound
+
+log = logging.getLogger("backend.tours")
 
 EDITABLE_FIELDS = ("name", "description", "price", "start_date", "end_date", "capacity")
 
@@ -103,6 +107,7 @@ def tour_delete(*, tour_id: uuid.UUID) -> None:
             raise TourNotFound()
         if tour.seats_available != tour.capacity:
             raise TourHasBookings()
+        files = [photo.file.name for photo in tour.photos.all()]
         try:
             with transaction.atomic(using=alias):
                 tour.delete(using=alias)
@@ -112,6 +117,15 @@ def tour_delete(*, tour_id: uuid.UUID) -> None:
                 "This tour has a booking history; it cannot be deleted."
             ) from None
         _after_commit(alias)
+        transaction.on_commit(lambda: _delete_files(files), using=alias)
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except Exception:  # a leftover file is harmless; a failed delete must not fail the API
+            log.warning("could not delete stored file %s", name, exc_info=True)
 
 
 def tour_photo_add(*, tour_id: uuid.UUID, upload: UploadedFile) -> TourPhoto:
@@ -125,6 +139,10 @@ def tour_photo_add(*, tour_id: uuid.UUID, upload: UploadedFile) -> TourPhoto:
         photo = TourPhoto(tour=tour, content_type=content_type, size=upload.size or 0)
         # the stored name comes from the verified type, never from the client's file name
         photo.file.save(f"photo.{content_type.split('/')[1]}", upload, save=False)
-        photo.save(using=alias)
+        try:
+            photo.save(using=alias)
+        except Exception:
+            _delete_files([photo.file.name])  # no row, so no file either
+            raise
         _after_commit(alias)
     return photo

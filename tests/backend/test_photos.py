@@ -65,6 +65,16 @@ def test_local_upload_is_stored_and_listed_on_the_tour(local: dict[str, Any]) ->
     assert len(os.listdir(media)) == 2
 
 
+def test_deleting_a_tour_deletes_its_stored_photos(local: dict[str, Any], api_client: Any) -> None:
+    staff = local["staff"]
+    tour = api_client.make_tour(staff)
+    assert _upload(staff, tour["id"], "a.gif", _image("GIF"), "image/gif").status_code == 201
+    media = os.path.join(local["env"]["MEDIA_ROOT"], "tours", tour["id"])
+    assert len(os.listdir(media)) == 1
+    assert staff.delete(f"/api/tours/{tour['id']}/").status_code == 204
+    assert os.listdir(media) == []
+
+
 def test_bad_uploads_get_400_json(local: dict[str, Any], api_client: Any) -> None:
     staff, tour = local["staff"], local["tour"]
     cases = {
