@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
+import requests
 
 from tests.backend.bookings_support import (  # noqa: F401
     Stack,
@@ -27,7 +29,10 @@ def test_booking_holds_seats_as_pending_with_an_expiry(booking_stack: Stack) -> 
     body = reply.body
     assert (body["tour"], body["user"], body["seats"]) == (tour, user.id, 3)
     assert (body["status"], body["total_price"]) == ("pending", "361.50")
-    assert body["hold_expires_at"] > body["created_at"]
+    held = dt.datetime.fromisoformat(body["hold_expires_at"]) - dt.datetime.fromisoformat(
+        body["created_at"]
+    )
+    assert held == dt.timedelta(seconds=600)  # BOOKING_HOLD_SECONDS default
     assert stack.tour_row(tour)["seats_available"] == 7
     events = stack.sql(
         stack.shard_of(tour),
@@ -173,3 +178,14 @@ def test_cancel_returns_seats_once_and_not_after_start(booking_stack: Stack) -> 
     late = request(stack, "POST", f"/api/bookings/{late_id}/cancel/", user=user)
     assert (late.status, late.body["code"]) == (409, "tour_started")
     assert stack.tour_row(started)["seats_available"] == 3
+
+
+def test_booking_outcomes_are_counted_in_metrics(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tour = stack.tour(capacity=1)
+    alice, bob = stack.users(2)
+    book(stack, alice, tour, 1)
+    book(stack, bob, tour, 1)
+    text = requests.get(f"{stack.url}/metrics", timeout=10).text
+    assert 'backend_bookings_total{outcome="created"}' in text
+    assert 'backend_bookings_total{outcome="sold_out"}' in text

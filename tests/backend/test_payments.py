@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
+import aiohttp
 import pytest
 
 from tests.backend.bookings_support import (  # noqa: F401
@@ -11,6 +13,7 @@ from tests.backend.bookings_support import (  # noqa: F401
     User,
     book,
     booking_stack_fixture,
+    call,
     request,
     verify,
 )
@@ -159,3 +162,32 @@ def test_bad_card_input_is_400_and_charges_nothing(
     reply = request(stack, "POST", f"/api/bookings/{booking_id}/pay/", user=user, json_body=body)
     assert reply.status == 400 and field in reply.body["errors"], reply.body
     assert payments(stack, tour, booking_id) == []
+
+
+def test_parallel_pays_of_one_booking_charge_once(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tour = stack.tour(capacity=5)
+    (user,) = stack.users(1)
+    booking_id = book(stack, user, tour, 2).body["id"]
+
+    async def all_at_once() -> list:
+        async with aiohttp.ClientSession() as session:
+            return await asyncio.gather(
+                *(
+                    call(
+                        session,
+                        "POST",
+                        f"{stack.urls[i % 2]}/api/bookings/{booking_id}/pay/",
+                        user=user,
+                        json_body={"card_number": APPROVE},
+                    )
+                    for i in range(10)
+                )
+            )
+
+    replies = asyncio.run(all_at_once())
+
+    assert [r.status for r in replies] == [200] * 10
+    assert {r.body["status"] for r in replies} == {"confirmed"}
+    assert [p[0] for p in payments(stack, tour, booking_id)] == ["succeeded"]
+    assert stack.tour_row(tour)["seats_available"] == 3
