@@ -67,9 +67,7 @@ def domain_error_for(exc: BaseException) -> DomainError | None:
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge()
     if isinstance(exc, SuspiciousOperation):
-        return ValidationFailed(
-            "Bad request.",
-        )
+        return ValidationFailed("Bad request.")
     if isinstance(exc, ProtectedError | RestrictedError):
         return Conflict("Other records still refer to this one.")
     if isinstance(exc, IntegrityError):
