@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
@@ -81,7 +82,7 @@ class BookingDetailApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses=BookingSerializer)
-    def get(self, request: Request, booking_id) -> Response:
+    def get(self, request: Request, booking_id: uuid.UUID) -> Response:
         booking = booking_get(booking_id=booking_id, user=request.user)
         return Response(BookingSerializer(booking).data)
 
@@ -90,7 +91,7 @@ class BookingCancelApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=None, responses=BookingSerializer)
-    def post(self, request: Request, booking_id) -> Response:
+    def post(self, request: Request, booking_id: uuid.UUID) -> Response:
         booking = booking_get(booking_id=booking_id, user=request.user)
         booking = booking_cancel(booking=booking, actor_id=request.user.pk)
         return Response(BookingSerializer(booking).data, status=status.HTTP_200_OK)

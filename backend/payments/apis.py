@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
@@ -20,7 +22,7 @@ class BookingPayApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=PaySerializer, responses={200: BookingSerializer})
-    def post(self, request: Request, booking_id) -> Response:
+    def post(self, request: Request, booking_id: uuid.UUID) -> Response:
         booking = booking_get(booking_id=booking_id, user=request.user)
         if booking.user_id != request.user.pk:
             raise BookingNotFound()  # staff may look, only the owner pays
