@@ -52,7 +52,8 @@ class RetryPolicy:
 class RetryBudget:
     """Envoy's retry budget: a retry may start while, counting it, the retries in progress
     stay <= max(minimum, ratio * active requests). Under overload most requests are live, so
-    retries stay a bounded share of traffic instead of multiplying it.
+    retries stay a bounded share of traffic instead of multiplying it. Retries of requests
+    that never reached a backend are exempt (see `try_acquire`).
 
     `try_acquire()` before a retry attempt; `release()` exactly once when that attempt ends.
     """
@@ -68,8 +69,12 @@ class RetryBudget:
     def limit(self) -> float:
         return max(float(self.minimum), self.ratio * self._active_requests())
 
-    def try_acquire(self) -> bool:
-        if self.active + 1 > self.limit():
+    def try_acquire(self, reached_backend: bool = True) -> bool:
+        """Start a retry if the budget allows it. A retry of a request that never reached a
+        backend (connect failure) is always granted: the failed attempt did no work, so
+        re-sending it adds no load, and refusing it would fail a request that two healthy
+        replicas could serve. It still counts as active, and `release()` follows it too."""
+        if reached_backend and self.active + 1 > self.limit():
             return False
         self.active += 1
         return True

@@ -84,3 +84,15 @@ def test_budget_release_never_goes_negative() -> None:
     budget.release()
     assert budget.try_acquire()
     assert not budget.try_acquire()
+
+
+def test_a_retry_of_a_request_that_never_reached_a_backend_is_always_granted() -> None:
+    budget = RetryBudget(ratio=0.2, minimum=1, active_requests=lambda: 0)
+    assert budget.try_acquire()
+    assert not budget.try_acquire()
+    assert budget.try_acquire(reached_backend=False)  # no work was done: no load added
+    assert budget.active == 2
+    assert not budget.try_acquire()  # it still counts against retries that did reach one
+    budget.release()
+    budget.release()
+    assert budget.active == 0
