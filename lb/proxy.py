@@ -356,6 +356,8 @@ class Proxy:
 
     async def _read_small_body(self, request: Request, length: int) -> bytes:
         assert request.body is not None
+        if request.body.eof:  # usually it came with the head: no waiting, no timer
+            return await request.body.read_all(length)
         try:
             async with asyncio.timeout(self.settings.idle_timeout):
                 return await request.body.read_all(length)
