@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.backend.bookings_support import Stack, book, booking_stack_fixture, request  # noqa: F401
+from tests.support.processes import Process, python
 
 pytestmark = [pytest.mark.postgres, pytest.mark.processes]
 
@@ -67,3 +70,27 @@ def test_expire_holds_rejects_a_bad_batch(booking_stack: Stack) -> None:
     done = booking_stack.run("backend", "expire_holds", "--batch", "0")
     assert done.returncode != 0
     assert "--batch" in done.stderr
+
+
+def test_expire_holds_every_keeps_sweeping_until_sigterm(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tour = stack.tour(capacity=6)
+    (user,) = stack.users(1)
+    booking_id = book(stack, user, tour, 2).body["id"]
+    sweeper = Process(
+        python("-m", "backend", "expire_holds", "--every", "0.2"),
+        log_path=stack.work / "expire-every.log",
+        env=stack.env,
+    ).start()
+    try:
+        time.sleep(0.5)
+        assert stack.tour_row(tour)["seats_available"] == 4  # the hold is still valid
+        age_hold(stack, tour, booking_id)
+        deadline = time.monotonic() + 20
+        while stack.tour_row(tour)["seats_available"] != 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stack.tour_row(tour)["seats_available"] == 6
+        assert sweeper.alive()
+    finally:
+        code = sweeper.stop(timeout=10)
+    assert code == 0, sweeper.log()
