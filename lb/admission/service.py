@@ -62,7 +62,6 @@ class Admission:
         self.hitters = hitters or HeavyHitters(100)
         self._verdicts = {rule.name: VerdictCache(rule) for rule in rules.all}
         self._unavailable = {rule.name: unavailable(rule, 1) for rule in rules.all}
-        self._admitted = {rule.name: metrics.admitted.labels(rule.name) for rule in rules.all}
         self._log_throttle = LogThrottle(clock)
         self._details = details or {}
 
@@ -81,10 +80,10 @@ class Admission:
             # the shared store is down and the policy is open or closed
             if self.store.mode == "closed":
                 return self._unavailable[rule.name]
-            self._admitted[rule.name].inc()
+            self.metrics.count_admitted(rule.name)
             return self._verdicts[rule.name].unknown
         if decision.allowed:
-            self._admitted[rule.name].inc()
+            self.metrics.count_admitted(rule.name)
             return self._verdicts[rule.name].verdict(decision)
         self.hitters.add(client_key)
         self.metrics.count_rejected(rule.name, dry_run=self.dry_run)

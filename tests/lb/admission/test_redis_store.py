@@ -8,13 +8,8 @@ import uuid
 import pytest
 import redis.asyncio as redis
 
-from lb.admission.redis_limiter import (
-    SHA,
-    RedisLimiter,
-    StoreUnavailable,
-    bucket_key,
-    redact,
-)
+from lb.admission.redis_limiter import RedisLimiter, StoreUnavailable, bucket_key, redact
+from lb.admission.redis_transport import SHA
 from lb.admission.rules import Rule
 from ops.servers import RedisServer
 from tests.lb.admission.conftest import redis_limiter
