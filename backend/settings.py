@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "storages",
     "backend.common.apps.CommonConfig",
     "backend.accounts.apps.AccountsConfig",
@@ -57,6 +58,8 @@ MIDDLEWARE = [
     "backend.common.middleware.JsonErrorMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # admin and API-docs assets, straight from the installed apps (no collectstatic needed)
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -156,6 +159,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
 
 # --- uploads: local files by default, S3 (django-storages) when a bucket is named ---
 MEDIA_ROOT = Path(env_str(ENV, "MEDIA_ROOT", str(VAR_DIR / "media")))
@@ -222,6 +227,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from this app, not from a CDN
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOG_LEVEL = env_str(ENV, "BACKEND_LOG_LEVEL", "INFO").upper()

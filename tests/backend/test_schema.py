@@ -3,6 +3,7 @@ schema against a live replica (bounded examples), finds no 5xx."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Any
@@ -46,6 +47,14 @@ def test_schema_and_docs_are_served(live: dict[str, Any]) -> None:
     assert "bearer" in str(doc["components"]["securitySchemes"]).lower()
     docs = requests.get(f"{live['base']}/api/docs/", timeout=30)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    # the page's scripts come from this replica (no CDN needed)
+    scripts = re.findall(r'src="([^"]+\.js)"', docs.text)
+    assert scripts and all(s.startswith("/static/") for s in scripts), scripts
+    for script in scripts:
+        asset = requests.get(f"{live['base']}{script}", timeout=30)
+        assert asset.status_code == 200 and len(asset.content) > 1000
+    css = requests.get(f"{live['base']}/static/admin/css/base.css", timeout=30)
+    assert css.status_code == 200 and "text/css" in css.headers["Content-Type"]
 
 
 def _schemathesis(live: dict[str, Any], tmp_path: Any, *extra: str, config: str = "") -> str:
