@@ -350,3 +350,48 @@ def test_head_http10_pipelining_and_100_continue(stack: Stack) -> None:
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200") and b'"body_bytes": 5' in answer
+
+
+# -- abuse ------------------------------------------------------------------------------------
+
+
+async def test_clients_vanishing_mid_stream_and_garbage_leave_nothing_behind(
+    stack: Stack, session: aiohttp.ClientSession
+) -> None:
+    port = stack.lb.port
+    # a download abandoned after the first megabyte
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /dl?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (50 * MB))
+    await reader.readexactly(MB)
+    writer.transport.abort()
+    # an upload abandoned after the first megabyte of ten
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /ul HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (10 * MB))
+    writer.write(b"u" * MB)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.transport.abort()
+    # a response the client never reads, then garbage of every kind
+    for blob in (
+        b"GET /slow?sleep=0.3 HTTP/1.1\r\nHost: x\r\n\r\n",
+        bytes(range(256)) * 4,
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 5,  # a head that never ends
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+    ):
+        _, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(blob)
+        await w.drain()
+        w.transport.abort()
+    # the lb is fine, and every attempt it started has been finished
+    deadline = time.monotonic() + 10
+    while True:
+        status = stack.lb.status()
+        busy = status["in_flight"] + sum(b["outstanding"] for b in status["backends"])
+        if busy == 0 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert busy == 0, status
+    async with session.get(f"{stack.lb.url}/still-fine") as resp:
+        assert resp.status == 200
+    assert stack.lb.process.alive()
