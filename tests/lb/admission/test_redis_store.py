@@ -53,7 +53,7 @@ async def test_state_is_one_key_expiring_when_the_bucket_is_empty(
     key = bucket_key(rule.name, client)
     assert await raw.keys(f"*{client}*") == [key.encode()]
     # three units at 1/s: the key lives as long as the bucket takes to drain
-    assert 2800 <= await raw.pttl(key) <= 3000
+    assert 2500 <= await raw.pttl(key) <= 3000  # (less what leaked on a slow machine)
 
 
 async def test_a_rejected_check_writes_nothing(limiter: RedisLimiter, raw: redis.Redis) -> None:
