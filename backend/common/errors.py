@@ -82,3 +82,11 @@ class ShardUnavailable(ServiceUnavailable):
 class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     detail = "The database is unavailable; retry later."
+
+
+class DatabaseBusy(ServiceUnavailable):
+    """A deadlock, serialization failure or lock timeout: nothing is broken, retry shortly."""
+
+    code = "database_busy"
+    detail = "The database is busy with conflicting work; retry shortly."
+    retry_after = 1

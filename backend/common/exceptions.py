@@ -12,14 +12,16 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from backend.common.dberrors import classify
 from backend.common.errors import (
     Conflict,
+    DatabaseBusy,
     DatabaseUnavailable,
     DomainError,
     NotFound,
@@ -73,9 +75,7 @@ def domain_error_for(exc: BaseException) -> DomainError | None:
     if isinstance(exc, IntegrityError):
         return Conflict("The change violates a data constraint.")
     if isinstance(exc, OperationalError | InterfaceError):
-        return DatabaseUnavailable()
-    if isinstance(exc, DatabaseError) and "connection" in str(exc).lower():
-        return DatabaseUnavailable()
+        return DatabaseBusy() if classify(exc) == "busy" else DatabaseUnavailable()
     return None
 
 

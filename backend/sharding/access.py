@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, transaction
 
+from backend.common.dberrors import classify
 from backend.common.errors import ShardUnavailable
 from backend.sharding.shardmap import shard_aliases
 
@@ -17,20 +18,16 @@ T = TypeVar("T")
 _PINNED: contextvars.ContextVar[str | None] = contextvars.ContextVar("pinned_shard", default=None)
 
 
-def _is_connection_failure(exc: BaseException) -> bool:
-    # psycopg reports a refused/lost connection as OperationalError (InterfaceError when the
-    # connection object is already closed); lock timeouts and deadlocks are OperationalError
-    # too, and retrying those later is the right advice as well.
-    return isinstance(exc, OperationalError | InterfaceError)
-
-
 @contextlib.contextmanager
 def on_shard(alias: str) -> Iterator[None]:
-    """Run a block against shard `alias`; a database that cannot be reached -> ShardUnavailable."""
+    """Run a block against shard `alias`; a database that cannot be reached -> ShardUnavailable.
+
+    Other database errors (a deadlock, a lock timeout) pass through unchanged.
+    """
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        if _is_connection_failure(exc):
+        if classify(exc) == "unreachable":
             from backend import metrics
 
             metrics.SHARD_UNAVAILABLE.labels(shard=alias).inc()
