@@ -274,3 +274,51 @@ async def test_a_half_open_breaker_admits_exactly_one_of_50_concurrent_requests(
         assert (await backend_row(session, lb, name))["breaker"] == "closed"
         async with session.get(f"{lb.url}/after") as resp:
             assert resp.status == 200
+
+
+async def test_active_health_checks_take_a_failing_backend_out_and_bring_it_back(
+    fake_backends: StartBackends, lb_process: StartLb
+) -> None:
+    backends = fake_backends(3)
+    sick = backends[0]
+    lb = lb_process(lb_env(backends))
+    async with aiohttp.ClientSession() as session:
+        await asyncio.to_thread(sick.set_health, 503)  # no traffic: only the checks can tell
+
+        async def sick_out() -> bool:
+            return not (await backend_row(session, lb, pool_name(sick)))["healthy"]
+
+        took = await wait_until(sick_out, within=10)
+        # fall = 2 failed checks; the first may come up to one (jittered) interval late
+        assert took <= 2 * HEALTH_INTERVAL * 1.1 + 0.5, f"unhealthy after {took:.2f} s"
+        before = (await asyncio.to_thread(sick.stats))["requests"]
+        during = await get_many(session, f"{lb.url}/tours/", 60, concurrency=3)
+        assert [s for s, _ in during] == [200] * 60
+        assert (await asyncio.to_thread(sick.stats))["requests"] == before
+
+        await asyncio.to_thread(sick.set_health, 200)
+
+        async def sick_back() -> bool:
+            return (await backend_row(session, lb, pool_name(sick)))["healthy"]
+
+        await wait_until(sick_back, within=10)
+        after = await get_many(session, f"{lb.url}/tours/", 60, concurrency=3)
+    assert Counter(name for _, name in after)[sick.name] >= 10
+
+
+async def test_backpressure_is_passed_through_never_retried_nor_ejected(
+    fake_backends: StartBackends, lb_process: StartLb
+) -> None:
+    backends = fake_backends(3)
+    lb = lb_process(lb_env(backends, LB_BREAKER_MIN_REQUESTS="5", LB_OUTLIER_FAILURES="3"))
+    path = f"/api/tours/{uuid.uuid4().hex}"
+    async with aiohttp.ClientSession() as session:
+        for status in [503] * 15 + [429] * 15:
+            async with session.get(f"{lb.url}{path}?status={status}") as resp:
+                assert resp.status == status
+                assert (await resp.json(content_type=None))["backend"]  # the backend's own answer
+        status_rows = [await backend_row(session, lb, pool_name(b)) for b in backends]
+    assert sum(recorded(backends, path).values()) == 30  # each request reached one backend once
+    for row in status_rows:
+        assert row["ejected_until"] is None and row["ejections"] == 0
+        assert row["breaker"] == "closed" and row["failures"] == 0
