@@ -45,7 +45,7 @@ class BookingListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         paginator = StandardPagination()
         page = paginator.paginate_queryset(booking_list(user=request.user), request, view=self)
-        return paginator.get_paginated_response(BookingSerializer(page, many=True).data)
+        return paginator.get_paginated_response([render_booking(b) for b in page])
 
     @extend_schema(
         request=BookingCreateSerializer,
@@ -84,7 +84,7 @@ class BookingDetailApi(APIView):
     @extend_schema(responses=BookingSerializer)
     def get(self, request: Request, booking_id: uuid.UUID) -> Response:
         booking = booking_get(booking_id=booking_id, user=request.user)
-        return Response(BookingSerializer(booking).data)
+        return Response(render_booking(booking))
 
 
 class BookingCancelApi(APIView):
@@ -94,4 +94,4 @@ class BookingCancelApi(APIView):
     def post(self, request: Request, booking_id: uuid.UUID) -> Response:
         booking = booking_get(booking_id=booking_id, user=request.user)
         booking = booking_cancel(booking=booking, actor_id=request.user.pk)
-        return Response(BookingSerializer(booking).data, status=status.HTTP_200_OK)
+        return Response(render_booking(booking), status=status.HTTP_200_OK)

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from backend.bookings.errors import BookingNotFound
 from backend.bookings.selectors import booking_get
-from backend.bookings.serializers import BookingSerializer
+from backend.bookings.serializers import BookingSerializer, render_booking
 
 from .serializers import PaySerializer
 from .services import booking_pay
@@ -31,4 +31,4 @@ class BookingPayApi(APIView):
         booking = booking_pay(
             booking=booking, card=serializer.card(), email=request.user.email or ""
         )
-        return Response(BookingSerializer(booking).data)
+        return Response(render_booking(booking))

@@ -55,6 +55,20 @@ later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
 out["expired"] = bookings_expire_due(aliases=shard_aliases(), now=later)
 out["expired_again"] = bookings_expire_due(aliases=shard_aliases(), now=later)
 out["seats_final"] = seats(t)
+
+# the hot-path rendering must match the serializer the schema documents, byte for byte
+from decimal import Decimal
+from backend.bookings.models import Booking
+from backend.bookings.serializers import BookingSerializer
+whole = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.UTC)
+fraction = dt.datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+samples = [
+    Booking(id=uuid.uuid4(), tour_id=uuid.uuid4(), user_id=7, seats=3, status="confirmed",
+            total_price=Decimal("1234.5"), hold_expires_at=whole, created_at=fraction,
+            updated_at=whole),
+    *Booking.objects.using(shard_for(t)).filter(tour_id=t),
+]
+out["render_matches"] = all(render_booking(b) == dict(BookingSerializer(b).data) for b in samples)
 print(json.dumps(out))
 """
 
@@ -88,6 +102,7 @@ def test_sqlite_shards_hold_the_same_rules(tmp_path: Path) -> None:
         "expired": 2,
         "expired_again": 0,
         "seats_final": 3,
+        "render_matches": True,
     }
     audit = subprocess.run(
         [sys.executable, "-m", "loadtest.verify"],
