@@ -103,6 +103,8 @@ class Proxy:
         status, backend_name, keep = CLIENT_GONE, NO_BACKEND, False
         try:
             status, backend_name, keep = await self._handle(request, client, rid)
+        except ClientGone:
+            client.close()  # gone, or already told off by the HTTP layer: nothing to answer
         except LbError as exc:
             status, keep = exc.status, self._send_error(request, client, exc, rid)
         except (ConnectionError, BodyError):

@@ -224,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
                 self.write(render_error(LbError(), close=True))
         finally:
             self.busy = False
+            self.response_started = False
             self._current = None
         unread = request.body is not None and not request.body.done
         if not keep or unread or self.server.draining or not request.keep_alive:
@@ -248,9 +249,13 @@ class ClientConnection(asyncio.Protocol):
         """Answer a protocol error (if nothing else is being answered) and close."""
         if self.closed:
             return
-        self.server.on_protocol_error(error)
-        if not self.busy:
+        if not self.response_started:
+            # e.g. broken chunked framing while the request is being proxied: the request
+            # cannot go on, but the client still learns why
+            self.server.on_protocol_error(error)
             self.write(render_error(error, close=True))
+        if self._body is not None:
+            self._body.fail(BodyError(error.detail))
         self.close()
 
     def _too_large_detail(self) -> str:

@@ -168,10 +168,18 @@ def test_malformed_http_gets_400_json(stack: Stack) -> None:
         b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40,  # a TLS hello
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        # broken chunk framing while the request is already on its way to a backend
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"10000\r\n"
+        + b"a" * 70000
+        + b"\r\nnot-hex\r\n",
+        # garbage after a complete request on a keep-alive connection
+        b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n\x01\x02 nonsense\r\n\r\n",
     ):
         raw = raw_request(stack.lb.port, garbage)
-        assert b" 400 " in raw.split(b"\r\n")[0], raw[:200]
-        assert json_body(raw)["code"] == "bad_request"
+        last = raw[raw.rindex(b"HTTP/1.1 ") :]
+        assert b" 400 " in last.split(b"\r\n")[0], raw[:300]
+        assert json_body(last)["code"] == "bad_request"
     # and the lb still serves
     raw = raw_request(stack.lb.port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b" 200 " in raw.split(b"\r\n")[0]
