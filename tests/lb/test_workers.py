@@ -93,3 +93,30 @@ async def test_one_scrape_covers_all_workers(
     # both workers took a share (connections are hashed over the two sockets)
     shares = [w["answered"] for w in status["per_worker"]]
     assert len(shares) == 2 and min(shares) > 0 and sum(shares) == sent
+
+
+@pytest.mark.slow
+async def test_a_crashed_worker_is_replaced_and_service_goes_on(
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    backends = fake_backends(1)
+    lb = lb_process({**OPEN_ADMISSION, "LB_BACKENDS": backends[0].url, "LB_WORKERS": "2"})
+    await asyncio.sleep(0.6)
+    before = {w["pid"] for w in lb.status()["per_worker"]}
+    assert len(before) == 2
+    os.kill(sorted(before)[0], signal.SIGKILL)
+    connector = aiohttp.TCPConnector(force_close=True)
+    statuses = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # requests keep being served meanwhile: the kernel stops routing to a dead socket
+            async with session.get(f"{lb.url}/alive") as resp:
+                statuses.append(resp.status)
+            now = {w["pid"] for w in lb.status()["per_worker"]}
+            if len(now) == 2 and now != before:
+                break
+            await asyncio.sleep(0.1)
+    assert len(now) == 2 and len(now & before) == 1, now
+    assert statuses and set(statuses) == {200}
