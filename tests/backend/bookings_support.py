@@ -197,7 +197,8 @@ def booking_stack_fixture(
     if "stack" not in _STACKS:
         stack = build_stack(pg_servers, work_dir / "booking-stack", template=migrated_template)
         _STACKS["stack"] = stack
-        request.config.add_cleanup(stack.stop)
+        # session-scoped: stopped at session end, before the servers it depends on
+        request.addfinalizer(stack.stop)
     return _STACKS["stack"]
 
 
