@@ -96,7 +96,6 @@ def main(argv: list[str]) -> int:
     lb_env = {"LB_ACCESS_LOG": "1" if args.access_log else "0"}
     with bench() as b:
         backends = start_nginx_backends(b, 2)
-        load(backends[0])  # warm-up
         setups: list[tuple[str, Callable[[], int | None]]] = [
             ("direct (one backend)", lambda: backends[0]),
             ("nginx proxy, 1 worker", lambda: start_nginx_proxy(b, backends, 1)),
@@ -110,6 +109,8 @@ def main(argv: list[str]) -> int:
                 rows.append((name, None))
                 continue
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            # a short warm-up: connection pools filled, caches hot
+            run_load(f"http://127.0.0.1:{port}/bench", connections=args.connections, duration=1)
             rows.append((name, load(port)))
             if port != backends[0]:
                 b.stop(b.procs[-1])  # one proxy at a time: they share two cores
