@@ -104,6 +104,8 @@ class Runtime:
                 await self._sync_task
         await self.checker.stop()
         await self.deadlines.close()
+        if self.proxy.access_log is not None:
+            self.proxy.access_log.flush()
         with contextlib.suppress(Exception):
             await self.admission.close()
         self.upstream.close()
@@ -128,6 +130,8 @@ class Runtime:
             try:
                 self.metrics.sync(self.pool.snapshot())
                 self.rates.sample(self.proxy.answered)
+                if self.proxy.access_log is not None:
+                    self.proxy.access_log.flush()
                 for tick in self.on_tick:
                     tick()
             except Exception:

@@ -8,6 +8,7 @@ import random
 from typing import Final
 
 from lb import headers as h
+from lb.accesslog import AccessLog
 from lb.admission.service import Admission
 from lb.config import Settings
 from lb.errors import (
@@ -36,7 +37,6 @@ from lb.upstream.pool import Pool
 from lb.websocket import splice
 
 log = logging.getLogger("lb.proxy")
-access_log = logging.getLogger("lb.access")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so retries may resend
@@ -87,7 +87,7 @@ class Proxy:
         self.answered: dict[str, int] = {}  # responses by backend name (or "none")
         self._idle_empty: asyncio.Event = asyncio.Event()
         self._idle_empty.set()
-        self._access = settings.access_log and access_log.isEnabledFor(logging.INFO)
+        self.access_log = AccessLog() if settings.access_log else None
 
     # -- entry -------------------------------------------------------------------------------
 
@@ -117,9 +117,8 @@ class Proxy:
             self.metrics.observe(backend_name, status, loop.time() - started)
             answered = self.answered
             answered[backend_name] = answered.get(backend_name, 0) + 1
-            if self._access:
-                access_log.info(
-                    '%s %s "%s %s" %d %s %.1fms',
+            if self.access_log is not None:
+                self.access_log.line(
                     rid,
                     request.peer,
                     request.method,

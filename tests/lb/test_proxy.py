@@ -7,7 +7,7 @@ import json
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -403,3 +403,26 @@ async def test_clients_vanishing_mid_stream_and_garbage_leave_nothing_behind(
     async with session.get(f"{stack.lb.url}/still-fine") as resp:
         assert resp.status == 200
     assert stack.lb.process.alive()
+
+
+async def test_access_log_has_one_line_per_request_with_its_id(
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    (backend,) = fake_backends(1)
+    lb = lb_process({**OPEN_ADMISSION, "LB_BACKENDS": backend.url, "LB_ACCESS_LOG": "1"})
+    async with aiohttp.ClientSession() as session:
+        for i in range(3):
+            headers = {"X-Request-ID": f"trace-{i}"}
+            async with session.get(f"{lb.url}/logged/{i}?q=secret", headers=headers) as resp:
+                assert resp.status == 200
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [line for line in lb.process.log().splitlines() if " lb.access " in line]
+        if len(lines) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert len(lines) == 3
+    for i, line in enumerate(lines):
+        assert f'trace-{i} 127.0.0.1 "GET /logged/{i}" 200 127.0.0.1:{backend.port}' in line
+        assert "secret" not in line  # query strings stay out of the log
