@@ -58,7 +58,7 @@ class RedisLimiter:
         on_error: Callable[[], None] = lambda: None,
     ) -> None:
         self._backend: Transport = (
-            Cluster(url, timeout) if cluster else SingleServer(url, self._lost)
+            Cluster(url, self._lost) if cluster else SingleServer(url, self._lost)
         )
         # told when the connection drops while idle, so the failure policy starts at once
         self.on_lost: Callable[[StoreUnavailable], None] = lambda exc: None

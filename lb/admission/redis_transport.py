@@ -1,8 +1,8 @@
 """How a batch of bucket checks travels to Redis: one server, or a cluster (the I/O seam).
 
 A single server gets a whole batch over one pipelined RESP connection (resp.py) in a few
-script calls; a cluster gets one call per key through redis-py's cluster client, which
-routes each key to its slot's node. Both reload the script when Redis has lost it.
+script calls; a cluster gets each node's share over that node's connection, one script
+call per slot. Both reload the script when Redis has lost it.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
-from redis.asyncio import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 
 from lb.admission.bucket import Decision
 from lb.admission.resp import RespConnection, RespError, encode
@@ -36,9 +35,7 @@ class Pending:
 
 
 def _is_noscript(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
-    )
+    return isinstance(reply, Exception) and str(reply).startswith("NOSCRIPT")
 
 
 class Transport(Protocol):
@@ -53,25 +50,23 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-class SingleServer:
-    """One Redis server over one pipelined RESP connection.
+class _Node:
+    """One Redis server over one pipelined RESP connection, with the script loaded.
 
-    A batch goes as few EVALSHA calls of up to CHUNK keys each, so the script's fixed
-    cost (and the clock read) is paid per batch, not per check; arguments are encoded
-    once per rule.
+    A chunk of checks goes as one EVALSHA call with all its keys, so the script's fixed
+    cost (and the clock read) is paid per chunk, not per check; the arguments of each rule
+    are encoded once.
     """
 
-    CHUNK = 256
-
     def __init__(self, url: str, on_lost: Callable[[], None]) -> None:
-        self._conn = RespConnection(url, on_lost=on_lost)
+        self.conn = RespConnection(url, on_lost=on_lost)
         self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n"
         self._args: dict[str, bytes] = {}
 
     async def load(self) -> None:
-        if not self._conn.connected:
-            await self._conn.connect()
-        (reply,) = await self._conn.send(encode(b"SCRIPT", b"LOAD", SCRIPT.encode()), 1)
+        if not self.conn.connected:
+            await self.conn.connect()
+        (reply,) = await self.conn.send(encode(b"SCRIPT", b"LOAD", SCRIPT.encode()), 1)
         if isinstance(reply, Exception) or reply.decode() != SHA:
             raise RespError(f"SCRIPT LOAD failed: {reply!r}")
 
@@ -93,19 +88,18 @@ class SingleServer:
         parts.extend([self._rule_args(item.rule) for item in chunk])
         return b"".join(parts)
 
-    async def run(self, batch: list[Pending]) -> list[Any]:
-        if not self._conn.connected:
+    async def run(self, chunks: list[list[Pending]]) -> list[Any]:
+        """One reply per check, in chunk order: (admitted, level) or an exception."""
+        if not self.conn.connected:
             await self.load()  # within the check's timeout: a refused connect fails fast
-        size = self.CHUNK
-        chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
         payload = b"".join([self._command(chunk) for chunk in chunks])
-        replies = await self._conn.send(payload, len(chunks))
+        replies = await self.conn.send(payload, len(chunks))
         if any(_is_noscript(reply) for reply in replies):
-            # Redis restarted or failed over and lost its script cache: load it, redo all
+            # Redis restarted or failed over and lost its script cache: load it, redo those
             # (a NOSCRIPT call ran nothing, and the calls that did run are not repeated)
             redo = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
             await self.load()
-            again = await self._conn.send(
+            again = await self.conn.send(
                 b"".join([self._command(chunks[i]) for i in redo]), len(redo)
             )
             for i, reply in zip(redo, again, strict=True):
@@ -120,53 +114,125 @@ class SingleServer:
                     results.append(allowed if isinstance(allowed, Exception) else (allowed, level))
         return results
 
+
+class SingleServer:
+    """One Redis server: a batch is a few script calls of up to CHUNK keys, one round trip."""
+
+    CHUNK = 256
+
+    def __init__(self, url: str, on_lost: Callable[[], None]) -> None:
+        self._node = _Node(url, on_lost)
+
+    async def load(self) -> None:
+        await self._node.load()
+
+    async def run(self, batch: list[Pending]) -> list[Any]:
+        size = self.CHUNK
+        return await self._node.run([batch[i : i + size] for i in range(0, len(batch), size)])
+
     def reset(self) -> None:
-        self._conn.abort()
+        self._node.conn.abort()
 
     async def close(self) -> None:
-        await self._conn.close()
+        await self._node.conn.close()
 
 
 class Cluster:
-    """A Redis Cluster through redis-py: each EVALSHA goes to its key's slot owner."""
+    """A Redis Cluster: the slot map from CLUSTER SLOTS, one pipelined connection per primary.
 
-    def __init__(self, url: str, timeout: float) -> None:
-        self._client = RedisCluster.from_url(
-            url,
-            socket_timeout=max(timeout, 0.5),
-            socket_connect_timeout=max(timeout, 0.5),
-            retry=Retry(NoBackoff(), 0),
-        )
+    A batch is split by node and, within a node, by slot (a script call may only touch
+    keys of one slot); every node gets its share in one round trip, all nodes at once.
+    A MOVED or ASK answer means the map is stale: those checks fail over and the next
+    load (the failure policy's reconnect probe) reads the map again.
+    """
+
+    def __init__(self, url: str, on_lost: Callable[[], None]) -> None:
+        parts = urlsplit(url)
+        self._scheme = parts.scheme
+        self._userinfo = parts.netloc.rpartition("@")[0]
+        self._seeds = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
+        self._on_lost = on_lost
+        self._nodes: dict[tuple[str, int], _Node] = {}
+        self._slots: list[tuple[str, int]] | None = None
+
+    def _url(self, host: str, port: int) -> str:
+        auth = f"{self._userinfo}@" if self._userinfo else ""
+        host = f"[{host}]" if ":" in host else host
+        return f"{self._scheme}://{auth}{host}:{port}/0"
 
     async def load(self) -> None:
-        await self._client.initialize()
-        await self._client.script_load(SCRIPT)  # on every primary
+        """Read the slot map from a known node, connect to every primary, load the script."""
+        table = await self._slot_table()
+        slots: list[tuple[str, int] | None] = [None] * SLOTS
+        for start, end, primary, *_ in table:
+            host = primary[0].decode() or self._seeds[0][0]
+            slots[start : end + 1] = [(host, int(primary[1]))] * (end + 1 - start)
+        if any(addr is None for addr in slots):
+            raise RespError("the cluster does not cover every slot")
+        covered = cast(list[tuple[str, int]], slots)
+        primaries = set(covered)
+        for known in list(self._nodes):
+            if known not in primaries:
+                self._nodes.pop(known).conn.abort()
+        for primary in primaries:
+            if primary not in self._nodes:
+                self._nodes[primary] = _Node(self._url(*primary), self._on_lost)
+        await asyncio.gather(*(node.load() for node in self._nodes.values()))
+        # every primary must see a healthy cluster (a node just back may still converge)
+        states = await asyncio.gather(
+            *(node.conn.send(encode(b"CLUSTER", b"INFO"), 1) for node in self._nodes.values())
+        )
+        if not all(b"cluster_state:ok" in state[0] for state in states):
+            raise RespError("a cluster node does not yet report cluster_state:ok")
+        self._seeds = sorted({*self._seeds, *self._nodes})
+        self._slots = covered
+
+    async def _slot_table(self) -> list[Any]:
+        error: Exception = RespError("no cluster node answered")
+        for host, port in self._seeds:
+            probe = RespConnection(self._url(host, port))
+            try:
+                await probe.connect()
+                (table,) = await probe.send(encode(b"CLUSTER", b"SLOTS"), 1)
+            except (OSError, RespError) as exc:
+                error = exc
+                continue
+            finally:
+                probe.abort()
+            if isinstance(table, Exception):
+                error = table
+                continue
+            return cast(list[Any], table)
+        raise error
 
     async def run(self, batch: list[Pending]) -> list[Any]:
-        replies = await self._pipeline(batch)
-        missing = [i for i, reply in enumerate(replies) if _is_noscript(reply)]
-        if missing:
-            await self._client.script_load(SCRIPT)
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        # a bucket the script could not read comes back as an error in place of "admitted"
-        return [
-            reply[0] if isinstance(reply, list) and isinstance(reply[0], Exception) else reply
-            for reply in replies
-        ]
-
-    async def _pipeline(self, batch: list[Pending]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for item in batch:
-            rule = item.rule
-            # execute_command: cluster pipelines refuse the evalsha() helper, not the command
-            pipe.execute_command("EVALSHA", SHA, 1, item.key, rule.capacity, repr(rule.rate))
-        result: list[Any] = await pipe.execute(raise_on_error=False)
-        return result
+        if self._slots is None:
+            await self.load()
+        assert self._slots is not None
+        slots = self._slots
+        by_node: dict[tuple[str, int], dict[int, list[int]]] = {}
+        for i, item in enumerate(batch):
+            slot = key_slot(item.key.encode())
+            by_node.setdefault(slots[slot], {}).setdefault(slot, []).append(i)
+        plans = [(self._nodes[addr], list(groups.values())) for addr, groups in by_node.items()]
+        answers = await asyncio.gather(
+            *(node.run([[batch[i] for i in group] for group in groups]) for node, groups in plans)
+        )
+        results: list[Any] = [None] * len(batch)
+        for (_, groups), replies in zip(plans, answers, strict=True):
+            order = [i for group in groups for i in group]
+            for i, reply in zip(order, replies, strict=True):
+                if isinstance(reply, Exception) and str(reply).startswith(("MOVED", "ASK")):
+                    self._slots = None  # resharded or failed over: read the map again
+                results[i] = reply
+        return results
 
     def reset(self) -> None:
-        return None  # redis-py drops a connection that failed mid-command itself
+        for node in self._nodes.values():
+            node.conn.abort()
+        self._slots = None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        for node in self._nodes.values():
+            await node.conn.close()
+        self._nodes.clear()
