@@ -24,7 +24,6 @@ from backend.tours.models import Tour
 
 from . import idempotency
 from .errors import (
-    IdempotencyInProgress,
     IdempotencyMismatch,
     TourStarted,
 )
@@ -105,9 +104,10 @@ def booking_create(
         with on_shard(alias):
             body = render(take_seats(alias, booking_id_for_tour(tour_id), req))
     else:
-        with shard_atomic(alias):
-            if not idempotency.try_lock(alias, user_id, idempotency_key):
-                raise IdempotencyInProgress()
+        with (
+            shard_atomic(alias),
+            idempotency.key_locked(user_id, idempotency_key, home=alias),
+        ):
             stored = _stored_response(alias, user_id, idempotency_key, fingerprint)
             if stored is not None:
                 BOOKINGS.labels(outcome="replayed").inc()

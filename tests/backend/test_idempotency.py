@@ -24,7 +24,11 @@ from tests.backend.bookings_support import (  # noqa: F401
 pytestmark = [pytest.mark.postgres, pytest.mark.processes]
 
 
-async def _same_key(stack: Stack, user: User, tour: str, key: str, n: int) -> list[Reply]:
+async def _same_key(
+    stack: Stack, user: User, tour: str | list[str], key: str, n: int
+) -> list[Reply]:
+    tours = [tour] if isinstance(tour, str) else tour
+
     async def attempt(i: int, session: aiohttp.ClientSession) -> Reply:
         # a client retries "still running" (409) until the first request has finished
         for _ in range(200):
@@ -33,7 +37,7 @@ async def _same_key(stack: Stack, user: User, tour: str, key: str, n: int) -> li
                 "POST",
                 f"{stack.urls[i % len(stack.urls)]}/api/bookings/",
                 user=user,
-                json_body={"tour": tour, "seats": 2},
+                json_body={"tour": tours[i % len(tours)], "seats": 2},
                 headers={"Idempotency-Key": key},
             )
             if not (reply.status == 409 and reply.body["code"] == "idempotency_in_progress"):
@@ -109,3 +113,27 @@ def test_bad_idempotency_key_is_400(booking_stack: Stack) -> None:
     reply = book(stack, user, tour, 1, headers={"Idempotency-Key": "x" * 300})
     assert reply.status == 400 and reply.body["code"] == "invalid"
     assert stack.tour_row(tour)["seats_available"] == 10
+
+
+@pytest.mark.slow
+def test_one_key_racing_for_tours_on_both_shards_books_once(booking_stack: Stack) -> None:
+    stack = booking_stack
+    tours = [stack.tour(capacity=10, shard=0), stack.tour(capacity=10, shard=1)]
+    (user,) = stack.users(1)
+    key = f"key-{uuid.uuid4()}"
+
+    replies = asyncio.run(_same_key(stack, user, tours, key, 30))
+
+    made = [
+        row
+        for i, tour in enumerate(tours)
+        for row in stack.sql(i, "SELECT id FROM bookings_booking WHERE tour_id = %s", [tour])
+    ]
+    assert len(made) == 1  # one key, one booking, across shards
+    winner = next(r for r in replies if r.status == 201)
+    by_tour = {t: [r for i, r in enumerate(replies) if i % 2 == tours.index(t)] for t in tours}
+    won = winner.body["tour"]
+    lost = next(t for t in tours if t != won)
+    assert all(r.status == 201 and r.body == winner.body for r in by_tour[won])
+    assert all((r.status, r.body["code"]) == (422, "idempotency_key_reused") for r in by_tour[lost])
+    assert verify(stack).returncode == 0
