@@ -34,9 +34,12 @@ async def wait_for(predicate: Callable[[], bool], within: float) -> float:
 async def admission_for() -> AsyncIterator[Callable[..., object]]:
     made: list[Admission] = []
 
-    async def make(url: str, policy: str = "local") -> tuple[Admission, CollectorRegistry]:
+    async def make(
+        url: str, policy: str = "local", *, cluster: bool = False
+    ) -> tuple[Admission, CollectorRegistry]:
         env = {
             "REDIS_URL": url,
+            "LB_REDIS_CLUSTER": "1" if cluster else "0",
             "LB_REDIS_FAILURE": policy,
             "BUCKET_CAPACITY": "5",
             "LEAK_RATE": "1",
@@ -185,3 +188,38 @@ async def test_an_idle_lb_notices_redis_going_away(
     took = await wait_for(lambda: admission.status()["mode"] == "local", within=2)
     assert took < 0.5
     assert metric(registry, "lb_admission_mode", mode="local") == 1
+
+
+@pytest.mark.slow
+async def test_a_cluster_node_lost_and_back(
+    work_dir: Path, admission_for: Callable[..., object]
+) -> None:
+    from ops.servers import create_redis_cluster
+    from tests.lb.admission.conftest import cluster_port
+
+    base = work_dir / f"cluster-failover-{os.getpid()}-{time.monotonic_ns()}"
+    nodes = [RedisServer(base / str(i), port=cluster_port(), cluster=True) for i in range(3)]
+    try:
+        for node in nodes:
+            node.start()
+        create_redis_cluster(nodes)
+        admission, _ = await admission_for(nodes[0].url, cluster=True)  # type: ignore[misc]
+        clients = [f"10.9.0.{i}" for i in range(30)]  # spread over all three nodes
+
+        async def admitted() -> int:
+            checks = [admission.check("GET", "/x", c) for c in clients for _ in range(10)]
+            return sum(v.allowed for v in await asyncio.gather(*checks))
+
+        assert await admitted() == 150  # 5 each
+        nodes[1].kill()
+        await wait_for(lambda: admission.status()["mode"] == "local", within=2)
+        clients = [f"10.9.1.{i}" for i in range(30)]
+        assert await admitted() == 150  # local buckets, same limits, no errors
+        nodes[1] = RedisServer(base / "1", port=nodes[1].port, cluster=True).start()
+        await wait_for(lambda: admission.status()["mode"] == "redis", within=15)
+        clients = [f"10.9.2.{i}" for i in range(30)]
+        assert await admitted() == 150
+        assert admission.status()["mode"] == "redis"
+    finally:
+        for node in nodes:
+            node.stop()
