@@ -22,7 +22,7 @@ class StackError(Exception):
 
 def backoff(restarts: int, base: float = 1.0, cap: float = 30.0) -> float:
     """Seconds before restarting a child that died `restarts` times already (doubling, capped)."""
-    return min(cap, base * 2 ** max(0, restarts))
+    return float(min(cap, base * 2 ** max(0, restarts)))
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
