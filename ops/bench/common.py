@@ -14,9 +14,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops.servers import free_port
 
@@ -86,12 +87,18 @@ class Bench:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-"))
         os.chmod(self.dir, 0o755)
         self.procs: list[Proc] = []
+        self.by_port: dict[int, Proc] = {}  # which process serves a port
+
+    def pid(self, port: int) -> int | None:
+        proc = self.by_port.get(port)
+        return proc.pid if proc is not None else None
 
     def start(
         self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
     ) -> Proc:
         proc = Proc(argv, self.dir / f"{name}.log", env)
         self.procs.append(proc)
+        self.by_port[port] = proc
         wait_port(port, proc)
         return proc
 
@@ -161,9 +168,10 @@ def start_nginx_backends(b: Bench, count: int = 2, workers: int = 1) -> list[int
     }}"""
     conf = directory / "nginx.conf"
     conf.write_text(_nginx_conf(directory, workers, server))
-    b.start("nginx-backends", [NGINX, "-p", str(directory), "-c", str(conf)], ports[-1])
+    proc = b.start("nginx-backends", [NGINX, "-p", str(directory), "-c", str(conf)], ports[-1])
     for port in ports:
         wait_port(port)
+        b.by_port[port] = proc
     return ports
 
 
@@ -222,6 +230,44 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    cpu_us: float | None = None  # CPU time the server processes spent per request
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and all its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo += _children(current)
+    return total
+
+
+def measure(url: str, pid: int | None, **load: Any) -> Result:
+    """`run_load(url)`, plus the CPU the server process tree `pid` spent per request."""
+    before = cpu_seconds(pid) if pid else None
+    started = time.monotonic()
+    result = run_load(url, **load)
+    elapsed = time.monotonic() - started
+    if before is None or pid is None or not result.rps:
+        return result
+    spent = cpu_seconds(pid) - before
+    requests = result.rps * min(elapsed, float(load.get("duration", 5.0)))
+    return Result(result.rps, result.p50_ms, result.p99_ms, result.errors, spent / requests * 1e6)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -306,19 +352,21 @@ async def _python_load(url: str, connections: int, duration: float) -> Result:
 
 
 def table(rows: Sequence[tuple[str, Result | None]], reference: str) -> str:
-    """The printed figures: req/s, p50, p99, errors, and the ratio to `reference`."""
+    """The printed figures: req/s, p50, p99, errors, CPU per request, ratio to `reference`."""
     ref = dict(rows).get(reference)
     lines = [
-        f"{'setup':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'x ' + reference:>12}"
+        f"{'setup':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+        f"{'cpu us/req':>10}  x {reference}"
     ]
     for name, res in rows:
         if res is None:
             lines.append(f"{name:<28} {'n/a':>9}")
             continue
         ratio = f"{res.rps / ref.rps:.2f}" if ref and ref.rps else "-"
+        cpu = f"{res.cpu_us:.1f}" if res.cpu_us is not None else "-"
         lines.append(
             f"{name:<28} {res.rps:>9.0f} {res.p50_ms:>8.2f} {res.p99_ms:>8.2f} "
-            f"{res.errors:>7} {ratio:>12}"
+            f"{res.errors:>7} {cpu:>10}  {ratio:>5}"
         )
     return "\n".join(lines)
 
