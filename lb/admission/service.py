@@ -91,7 +91,7 @@ class Admission:
             if self._log_throttle.allow():
                 log.info(
                     "dry run: would reject %s %s from %s (rule %s, retry after %ss; "
-                    "%d similar lines suppressed)",
+                    "%d such lines suppressed so far)",
                     method,
                     path,
                     client_key,
