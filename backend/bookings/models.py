@@ -27,7 +27,7 @@ class Booking(models.Model):
     # a tour is never deleted under its bookings (PROTECT); both rows live on the same shard
     tour = models.ForeignKey("tours.Tour", on_delete=models.PROTECT, related_name="bookings")
     # users live on the default database: a plain integer column, no cross-database FK
-    user_id = models.BigIntegerField(db_index=True)
+    user_id = models.BigIntegerField()  # indexed by booking_user_recent (user_id, -created_at)
     seats = models.PositiveSmallIntegerField()
     status = models.CharField(
         max_length=16, choices=BookingStatus.choices, default=BookingStatus.PENDING
