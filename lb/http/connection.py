@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
-from lb.http.request import WANTED, Body, BodyError, Request
+from lb.http.request import PLAIN_CONNECTION, WANTED, Body, BodyError, Request
 
 if TYPE_CHECKING:
     from lb.server import Server
@@ -142,7 +142,8 @@ class ClientConnection(asyncio.Protocol):
         if self._head_bytes > self.server.max_header_bytes:
             raise _TooLarge
         lname = name.lower()
-        if lname in WANTED:
+        if lname in WANTED and not (lname == b"connection" and value.lower() in PLAIN_CONNECTION):
+            # a Connection header is kept only when it names headers that must be dropped
             self._wanted[lname] = value
 
     def on_headers_complete(self) -> None:

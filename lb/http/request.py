@@ -26,6 +26,9 @@ WANTED: Final = frozenset(
 )
 
 
+PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
+
+
 class BodyError(Exception):
     """The request body could not be read: the client went away or sent garbage."""
 

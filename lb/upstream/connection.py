@@ -18,6 +18,7 @@ from lb.http.deadlines import Deadlines
 
 HIGH_WATER: Final = 256 * 1024  # buffered response bytes at which reading pauses
 LOW_WATER: Final = 64 * 1024
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
 
 
@@ -147,13 +148,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         length = framed = False
-        for name, _ in self.headers:
+        for name, value in self.headers:
             lname = name.lower()
             if lname == b"content-length":
                 length = framed = True
             elif lname == b"transfer-encoding":
                 framed = True
-            elif lname == b"connection":
+            elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
+                # it names other headers as hop-by-hop: they must be found and dropped
                 self.has_connection_header = True
         self.length_known = length
         self.head_done = True

@@ -17,6 +17,16 @@ from tests.lb.test_admin import OPEN_ADMISSION, total
 pytestmark = [pytest.mark.processes]
 
 
+async def all_workers_up(lb: LbProcess, workers: int, within: float = 15.0) -> set[int]:
+    """The worker pids once every worker is serving (each publishes a snapshot when bound)."""
+    deadline = time.monotonic() + within
+    while True:
+        pids = {w["pid"] for w in lb.status()["per_worker"]}
+        if len(pids) == workers or time.monotonic() > deadline:
+            return pids
+        await asyncio.sleep(0.1)
+
+
 def exit_code(lb: LbProcess, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,6 +53,7 @@ async def test_sigterm_under_load_completes_every_in_flight_request(
             "LB_DRAIN_TIMEOUT": "15",
         }
     )
+    assert len(await all_workers_up(lb, workers)) == workers
     n = 40
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -74,6 +85,7 @@ async def test_one_scrape_covers_all_workers(
     lb = lb_process(
         {**OPEN_ADMISSION, "LB_BACKENDS": ",".join(b.url for b in backends), "LB_WORKERS": "2"}
     )
+    assert len(await all_workers_up(lb, 2)) == 2
     sent = 60
     # fresh connections: SO_REUSEPORT spreads them over both workers
     connector = aiohttp.TCPConnector(force_close=True)
@@ -102,8 +114,7 @@ async def test_a_crashed_worker_is_replaced_and_service_goes_on(
 ) -> None:
     backends = fake_backends(1)
     lb = lb_process({**OPEN_ADMISSION, "LB_BACKENDS": backends[0].url, "LB_WORKERS": "2"})
-    await asyncio.sleep(0.6)
-    before = {w["pid"] for w in lb.status()["per_worker"]}
+    before = await all_workers_up(lb, 2)
     assert len(before) == 2
     os.kill(sorted(before)[0], signal.SIGKILL)
     connector = aiohttp.TCPConnector(force_close=True)
