@@ -95,13 +95,6 @@ def json_error(
     return resp
 
 
-def error_response(error: LbError, headers: Headers = (), *, close: bool = False) -> web.Response:
-    """The response for `error`, with `headers` (request id, RateLimit) added."""
-    return json_error(
-        error.status, error.code, error.detail, (*error.headers, *headers), close=close
-    )
-
-
 def render_error(
     error: LbError, headers: Headers = (), *, close: bool = False, head_only: bool = False
 ) -> bytes:
