@@ -61,7 +61,9 @@ def review_create(
             raise AlreadyReviewed() from exc
         # lock the tour row last and briefly: reviews committed before us are then visible
         # to the aggregate below, so concurrent reviews never lose each other's ratings
-        Tour.objects.using(alias).select_for_update().filter(pk=tour_id).values("pk").get()
+        Tour.objects.using(alias).select_for_update(no_key=True).filter(pk=tour_id).values(
+            "pk"
+        ).get()
         stats = (
             Review.objects.using(alias)
             .filter(tour_id=tour_id)
