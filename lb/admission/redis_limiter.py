@@ -1,8 +1,9 @@
 """Shared buckets in Redis: one key per (rule, client), one Lua script, micro-batched.
 
-Every check queued during one event-loop iteration goes to Redis in one pipelined round
-trip, so the cost per request is a share of a round trip, not a whole one, and the limit
-stays exact: the script checks each bucket atomically on the Redis server's clock.
+Every check queued during one event-loop iteration goes to Redis as one batch, pipelined
+on the connection behind the batches still in flight, so the cost per request is a share
+of a round trip, no check waits for another batch's reply, and the limit stays exact: the
+script checks each bucket atomically on the Redis server's clock, in arrival order.
 How the batch travels (one server or a cluster) is redis_transport.py's business.
 """
 
@@ -65,7 +66,8 @@ class RedisLimiter:
         self._timeout = timeout
         self._on_error = on_error
         self._queue: list[Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flush_scheduled = False
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(
@@ -98,8 +100,8 @@ class RedisLimiter:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        for task in list(self._in_flight):
+            task.cancel()
         self._fail(self._queue, StoreUnavailable("closed"))
         self._queue = []
         await self._backend.close()
@@ -108,19 +110,20 @@ class RedisLimiter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
         self._queue.append(Pending(rule, bucket_key(rule.name, client), future))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._drain())
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return await future
 
-    async def _drain(self) -> None:
-        # runs one loop iteration after the first check: everything queued by then
-        # (and everything queued while a batch is in flight) goes in the next pipeline
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                await self._send(batch)
-        finally:
-            self._flusher = None
+    def _flush(self) -> None:
+        # runs once per event-loop iteration that queued checks: they go as one batch,
+        # pipelined behind any batch still in flight, so no check waits for another's reply
+        self._flush_scheduled = False
+        batch, self._queue = self._queue, []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     async def _send(self, batch: list[Pending]) -> None:
         try:

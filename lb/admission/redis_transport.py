@@ -62,11 +62,16 @@ class _Node:
         self.conn = RespConnection(url, on_lost=on_lost)
         self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n"
         self._args: dict[str, bytes] = {}
+        self._connecting: asyncio.Lock | None = None
 
     async def load(self) -> None:
-        if not self.conn.connected:
-            await self.conn.connect()
-        (reply,) = await self.conn.send(encode(b"SCRIPT", b"LOAD", SCRIPT.encode()), 1)
+        # batches run concurrently: only one of them may (re)connect, the others wait for it
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if not self.conn.connected:
+                await self.conn.connect()
+            (reply,) = await self.conn.send(encode(b"SCRIPT", b"LOAD", SCRIPT.encode()), 1)
         if isinstance(reply, Exception) or reply.decode() != SHA:
             raise RespError(f"SCRIPT LOAD failed: {reply!r}")
 
@@ -206,10 +211,10 @@ class Cluster:
         raise error
 
     async def run(self, batch: list[Pending]) -> list[Any]:
-        if self._slots is None:
-            await self.load()
-        assert self._slots is not None
         slots = self._slots
+        if slots is None:
+            # the map is read by load(): at start and by the failure policy's reconnect probe
+            raise RespError("no cluster slot map")
         by_node: dict[tuple[str, int], dict[int, list[int]]] = {}
         for i, item in enumerate(batch):
             slot = key_slot(item.key.encode())
