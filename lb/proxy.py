@@ -25,6 +25,7 @@ from lb.http.connection import ClientConnection
 from lb.http.request import BodyError, Request
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
+from lb.relay import relay, tunnel
 from lb.upstream.backend import Backend, Outcome, classify_status
 from lb.upstream.connection import (
     ConnectFailed,
@@ -34,14 +35,12 @@ from lb.upstream.connection import (
     UpstreamError,
 )
 from lb.upstream.pool import Pool
-from lb.websocket import splice
 
 log = logging.getLogger("lb.proxy")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so retries may resend
 CLIENT_GONE: Final = 499  # nginx's status for "the client closed the connection first"
-NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 Answer = tuple[int, str, bool]  # status sent, backend name (or "none"), keep the connection
 
@@ -323,8 +322,6 @@ class Proxy:
                 # nowhere else to go: the backend's own answer is the best there is
                 pool.retry_budget.release()
             try:
-                if conn.upgraded:
-                    return await self._tunnel(client, request, conn, backend, answer_headers)
                 return await self._respond(
                     request, client, conn, cpool, backend, outcome, answer_headers
                 )
@@ -418,69 +415,21 @@ class Proxy:
         outcome: Outcome,
         answer_headers: tuple[tuple[str, str], ...],
     ) -> Answer:
-        """Stream the backend's response to the client; report the attempt to the pool."""
-        status = conn.status
-        http11 = request.version == "1.1"
-        if request.method == "HEAD" or status in NO_BODY_STATUSES or status < 200:
-            framing = "none"
-        elif conn.length_known:
-            framing = "length"
-        else:
-            framing = "chunked" if http11 else "close"
-        keep = request.keep_alive and not self.draining and framing != "close"
-        head = h.response_head(
-            status,
-            conn.reason,
-            conn.headers,
-            answer_headers,
-            http11=http11,
-            framing=framing,
-            keep_alive=keep,
-            scan_connection=conn.has_connection_header,
-        )
-        chunked = framing == "chunked"
-        loop = self.loop
-        idle = self.settings.idle_timeout
-        writing = False
+        """Relay the backend's response; report the attempt to the pool exactly once."""
         try:
-            if conn.complete:
-                # the whole answer is here: head and body leave in one write
-                data = conn.take_body()
-                if chunked:
-                    data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
-                writing = True
-                client.write(head + data)
+            if conn.upgraded:
+                outcome = await tunnel(request, client, conn, answer_headers)
+                keep = False
             else:
-                writing = True
-                client.write(head)
-                async with asyncio.timeout(idle) as timer:
-                    while True:
-                        writing = False
-                        chunk = await conn.read_chunk()
-                        if not chunk:
-                            break
-                        writing = True
-                        if chunked:
-                            client.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        else:
-                            client.write(chunk)
-                        await client.drain()
-                        timer.reschedule(loop.time() + idle)
-                if chunked:
-                    client.write(b"0\r\n\r\n")
-        except TimeoutError:
-            outcome = Outcome.CANCELLED if writing else Outcome.TIMEOUT
-            client.abort()
-            keep = False
-        except UpstreamError:
-            outcome = Outcome.RESET
-            client.abort()
-            keep = False
-        except ConnectionError:
-            outcome = Outcome.CANCELLED  # the client went away
-            keep = False
-            if not conn.complete:
-                conn.abort()
+                failure, keep = await relay(
+                    request,
+                    client,
+                    conn,
+                    answer_headers,
+                    idle_timeout=self.settings.idle_timeout,
+                    draining=self.draining,
+                )
+                outcome = failure or outcome
         except BaseException:  # cancelled, or a bug: the attempt still ends exactly once
             conn.abort()
             self.pool.finish(backend, Outcome.CANCELLED)
@@ -490,28 +439,4 @@ class Proxy:
         elif not conn.closed:
             conn.abort()
         self.pool.finish(backend, outcome)
-        return status, backend.name, keep
-
-    async def _tunnel(
-        self,
-        client: ClientConnection,
-        request: Request,
-        conn: UpstreamConnection,
-        backend: Backend,
-        answer_headers: tuple[tuple[str, str], ...],
-    ) -> Answer:
-        """A 101 from the backend: pass its head on, then splice the two sockets."""
-        parts = [b"HTTP/1.1 101 %s\r\n" % (conn.reason or "Switching Protocols").encode()]
-        parts += [b"%s: %s\r\n" % pair for pair in conn.headers]
-        parts += [f"{k}: {v}\r\n".encode("latin-1") for k, v in answer_headers[:1]]
-        parts.append(b"\r\n")
-        outcome = Outcome.OK
-        try:
-            client.write(b"".join(parts))
-            await splice(client, conn, request.tunnel_data)
-        except ConnectionError:
-            outcome = Outcome.CANCELLED
-        finally:
-            conn.abort()
-            self.pool.finish(backend, outcome)
-        return 101, backend.name, False
+        return (101 if conn.upgraded else conn.status), backend.name, keep

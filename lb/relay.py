@@ -1,0 +1,113 @@
+"""Relaying a backend's answer to the client: framing, streaming with back-pressure, tunnels."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from lb import headers as h
+from lb.http.connection import ClientConnection
+from lb.http.request import Request
+from lb.upstream.backend import Outcome
+from lb.upstream.connection import UpstreamConnection, UpstreamError
+from lb.websocket import splice
+
+NO_BODY_STATUSES: Final = frozenset({204, 304})
+Headers = tuple[tuple[str, str], ...]
+
+
+def framing(method: str, status: int, length_known: bool, http11: bool) -> str:
+    """How the body reaches the client: "none" (HEAD, 1xx, 204, 304), "length" (the
+    backend's Content-Length), "chunked" (we chunk it), or "close" (HTTP/1.0: the body
+    ends with the connection)."""
+    if method == "HEAD" or status in NO_BODY_STATUSES or status < 200:
+        return "none"
+    if length_known:
+        return "length"
+    return "chunked" if http11 else "close"
+
+
+async def relay(
+    request: Request,
+    client: ClientConnection,
+    conn: UpstreamConnection,
+    answer_headers: Headers,
+    *,
+    idle_timeout: float,
+    draining: bool,
+) -> tuple[Outcome | None, bool]:
+    """Send the backend's response (head received) to the client.
+
+    Returns the failure that cut it short (None: it went through) and whether the client
+    connection may carry another request. A response cut short drops the client
+    connection, so the client sees a truncated answer, not a complete-looking wrong one.
+    """
+    http11 = request.version == "1.1"
+    how = framing(request.method, conn.status, conn.length_known, http11)
+    keep = request.keep_alive and not draining and how != "close"
+    head = h.response_head(
+        conn.status,
+        conn.reason,
+        conn.headers,
+        answer_headers,
+        http11=http11,
+        framing=how,
+        keep_alive=keep,
+        scan_connection=conn.has_connection_header,
+    )
+    chunked = how == "chunked"
+    writing = False
+    try:
+        if conn.complete:
+            # the whole answer is here: head and body leave in one write
+            data = conn.take_body()
+            if chunked:
+                data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
+            writing = True
+            client.write(head + data)
+            return None, keep
+        writing = True
+        client.write(head)
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(idle_timeout) as timer:
+            while True:
+                writing = False
+                chunk = await conn.read_chunk()
+                if not chunk:
+                    break
+                writing = True
+                client.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await client.drain()
+                timer.reschedule(loop.time() + idle_timeout)
+        if chunked:
+            client.write(b"0\r\n\r\n")
+        return None, keep
+    except TimeoutError:
+        client.abort()
+        return (Outcome.CANCELLED if writing else Outcome.TIMEOUT), False
+    except UpstreamError:
+        client.abort()
+        return Outcome.RESET, False
+    except ConnectionError:
+        if not conn.complete:
+            conn.abort()
+        return Outcome.CANCELLED, False  # the client went away
+
+
+async def tunnel(
+    request: Request, client: ClientConnection, conn: UpstreamConnection, answer_headers: Headers
+) -> Outcome:
+    """A 101 from the backend: pass its head on, then splice the two sockets until either
+    side closes."""
+    parts = [b"HTTP/1.1 101 %s\r\n" % (conn.reason or "Switching Protocols").encode()]
+    parts += [b"%s: %s\r\n" % pair for pair in conn.headers]
+    parts += [f"{k}: {v}\r\n".encode("latin-1") for k, v in answer_headers[:1]]
+    parts.append(b"\r\n")
+    try:
+        client.write(b"".join(parts))
+        await splice(client, conn, request.tunnel_data)
+    except ConnectionError:
+        return Outcome.CANCELLED
+    finally:
+        conn.abort()
+    return Outcome.OK
