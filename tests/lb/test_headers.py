@@ -106,3 +106,33 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
 
 def test_header_block_size_counts_every_byte_of_the_lines() -> None:
     assert h.raw_header_bytes([(b"Host", b"abc")]) == len(b"Host: abc\r\n")
+
+
+def test_response_framing_follows_method_status_and_client_version() -> None:
+    from lb.relay import framing
+
+    assert framing("HEAD", 200, True, http11=True) == "none"
+    assert framing("GET", 204, False, http11=True) == "none"
+    assert framing("GET", 304, True, http11=True) == "none"
+    assert framing("GET", 200, True, http11=True) == "length"
+    assert framing("GET", 200, False, http11=True) == "chunked"
+    assert framing("GET", 200, False, http11=False) == "close"
+
+
+def test_response_head_marks_keep_alive_for_each_http_version() -> None:
+    raw = [(b"Content-Length", b"2"), (b"Connection", b"keep-alive"), (b"Keep-Alive", b"t=5")]
+    head = h.response_head(
+        200, "", raw, (("X-Request-ID", "r1"),), http11=True, framing="length", keep_alive=True
+    )
+    lines = head_lines(head)
+    assert lines[0] == "HTTP/1.1 200 OK"
+    assert "Content-Length: 2" in lines and "X-Request-ID: r1" in lines
+    assert not any(line.lower().startswith(("connection", "keep-alive")) for line in lines)
+    old = head_lines(
+        h.response_head(200, "OK", raw, (), http11=False, framing="length", keep_alive=True)
+    )
+    assert "Connection: keep-alive" in old
+    closing = head_lines(
+        h.response_head(200, "OK", [], (), http11=True, framing="chunked", keep_alive=False)
+    )
+    assert "Transfer-Encoding: chunked" in closing and "Connection: close" in closing
