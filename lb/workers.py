@@ -29,6 +29,8 @@ from lb.server import listen_socket
 log = logging.getLogger("lb.workers")
 
 TICK = 0.5  # seconds between worker snapshots / control checks, and master supervision
+QUICK_DEATH = 2.0  # a worker dying sooner than this after its start counts toward a loop
+CRASH_LOOP = 5  # that many quick deaths in a row: the master gives up and exits 1
 STATUS_DIR = "status"
 CONTROL_FILE = "control.json"
 
@@ -220,13 +222,22 @@ class Supervisor:
         self.directory = directory
         self.env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(directory))
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.started: dict[int, float] = {}  # pid -> spawn time
         self.stopping = False
+        self.quick_deaths = 0  # workers in a row that died right after starting
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.poll() is None]
 
     def spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "lb", "--worker"], env=self.env)
+        worker = subprocess.Popen([sys.executable, "-m", "lb", "--worker"], env=self.env)
+        self.started[worker.pid] = time.monotonic()
+        return worker
+
+    @property
+    def crash_looping(self) -> bool:
+        """Workers keep dying as soon as they start: restarting them is pointless."""
+        return self.quick_deaths >= CRASH_LOOP
 
     def start(self) -> None:
         self.workers = [self.spawn() for _ in range(self.settings.workers)]
@@ -239,10 +250,14 @@ class Supervisor:
             code = worker.poll()
             if code is None or self.stopping:
                 continue
+            lived = time.monotonic() - self.started.pop(worker.pid, 0.0)
+            self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH else 0
             log.error("worker %d exited with %s; starting a new one", worker.pid, code)
             multiprocess.mark_process_dead(worker.pid, str(self.directory))  # type: ignore[no-untyped-call]
             with contextlib.suppress(OSError):
                 (self.directory / STATUS_DIR / f"{worker.pid}.json").unlink()
+            if self.crash_looping:
+                return
             self.workers[i] = self.spawn()
 
     async def stop(self) -> None:
@@ -291,6 +306,11 @@ async def run_master(settings: Settings) -> int:
                 async with asyncio.timeout(TICK):
                     await stop.wait()
             supervisor.check()
+            if supervisor.crash_looping:
+                log.error("workers die as soon as they start (see above): giving up")
+                await supervisor.stop()
+                await admin.cleanup()
+                return 1
         log.warning("SIGTERM: draining %d workers", settings.workers)
         await supervisor.stop()
         await admin.cleanup()

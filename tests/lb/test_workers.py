@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -131,3 +132,19 @@ async def test_a_crashed_worker_is_replaced_and_service_goes_on(
             await asyncio.sleep(0.1)
     assert len(now) == 2 and len(now & before) == 1, now
     assert statuses and set(statuses) == {200}
+
+
+def test_master_gives_up_when_workers_die_at_start(
+    tmp_path: Path, lb_process: Callable[..., LbProcess]
+) -> None:
+    # every worker process dies at once (as a broken install would); the master must not
+    # respawn them forever
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\nif '--worker' in sys.orig_argv:\n    os._exit(3)\n"
+    )
+    lb = lb_process(
+        {"LB_WORKERS": "2", "LB_BACKENDS": "http://127.0.0.1:9", "PYTHONPATH": str(tmp_path)},
+        wait=False,
+    )
+    assert exit_code(lb, 20) == 1
+    assert "giving up" in lb.process.log()
