@@ -10,6 +10,7 @@ How the batch travels (one server or a cluster) is redis_transport.py's business
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -49,6 +50,8 @@ class RedisLimiter:
     """Leaky buckets in Redis (a single server or a cluster), shared by every lb process."""
 
     mode = "redis"
+    # a batch may wait (1 + EXTENSIONS) x LB_REDIS_TIMEOUT while Redis keeps answering
+    EXTENSIONS = 4
 
     def __init__(
         self,
@@ -68,6 +71,7 @@ class RedisLimiter:
         self._queue: list[Pending] = []
         self._flush_scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._expired: set[asyncio.Task[None]] = set()  # cancelled by _expire, not by close
 
     @classmethod
     def from_settings(
@@ -126,18 +130,30 @@ class RedisLimiter:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send(self, batch: list[Pending]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(self._timeout, self._expire, task, time.monotonic(), 0)
         try:
-            async with asyncio.timeout(self._timeout):
-                replies = await self._backend.run(batch)
+            replies = await self._backend.run(batch)
         except asyncio.CancelledError:
-            self._fail(batch, StoreUnavailable("cancelled"))
-            raise
+            if task not in self._expired:
+                self._fail(batch, StoreUnavailable("cancelled"))
+                raise
+            self._expired.discard(task)
+            task.uncancel()
+            self._backend.reset()
+            self._on_error()
+            self._fail(batch, StoreUnavailable(f"no answer within {self._timeout} s"))
+            return
         except Exception as exc:
             # whatever went wrong, no request may hang on it: the batch fails over as a whole
             self._backend.reset()
             self._on_error()
             self._fail(batch, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
             return
+        finally:
+            deadline.cancel()
         for item, reply in zip(batch, replies, strict=True):
             if item.future.done():
                 continue  # the request went away meanwhile
@@ -151,6 +167,27 @@ class RedisLimiter:
                 item.future.set_exception(StoreUnavailable(f"{type(exc).__name__}: {exc}"))
             else:
                 item.future.set_result(decision)
+
+    def _expire(
+        self, task: asyncio.Task[None], since: float, extensions: int, hop: int = 0
+    ) -> None:
+        """The batch's time is up, unless Redis is demonstrably still answering.
+
+        A busy event loop can run this timer before it reads a reply that has already
+        arrived (uvloop runs timers before polling sockets). So first let the loop poll
+        once (two call_soon hops); then, if Redis sent anything since `since`, it is alive
+        and the loop is the slow one: allow another period, at most EXTENSIONS times.
+        """
+        if task.done():
+            return
+        loop = asyncio.get_running_loop()
+        if hop < 2:
+            loop.call_soon(self._expire, task, since, extensions, hop + 1)
+        elif self._backend.last_read() > since and extensions < self.EXTENSIONS:
+            loop.call_later(self._timeout, self._expire, task, time.monotonic(), extensions + 1)
+        else:
+            self._expired.add(task)
+            task.cancel()
 
     @staticmethod
     def _fail(batch: list[Pending], exc: StoreUnavailable) -> None:

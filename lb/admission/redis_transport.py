@@ -45,6 +45,8 @@ class Transport(Protocol):
 
     async def run(self, batch: list[Pending]) -> list[Any]: ...
 
+    def last_read(self) -> float: ...
+
     def reset(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -134,6 +136,9 @@ class SingleServer:
     async def run(self, batch: list[Pending]) -> list[Any]:
         size = self.CHUNK
         return await self._node.run([batch[i : i + size] for i in range(0, len(batch), size)])
+
+    def last_read(self) -> float:
+        return self._node.conn.last_read
 
     def reset(self) -> None:
         self._node.conn.abort()
@@ -231,6 +236,9 @@ class Cluster:
                     self._slots = None  # resharded or failed over: read the map again
                 results[i] = reply
         return results
+
+    def last_read(self) -> float:
+        return min((node.conn.last_read for node in self._nodes.values()), default=0.0)
 
     def reset(self) -> None:
         for node in self._nodes.values():

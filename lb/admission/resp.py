@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -41,6 +42,7 @@ class _Batch:
 class _Protocol(asyncio.Protocol):
     def __init__(self, on_lost: Callable[[], None]) -> None:
         self.on_lost = on_lost
+        self.last_read = 0.0  # monotonic time of the last bytes from the server
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[_Batch] = collections.deque()
@@ -51,6 +53,7 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
         self.reader.feed(data)
         waiting = self.waiting
         while waiting:
@@ -88,6 +91,11 @@ class RespConnection:
         db = parts.path.strip("/") if parts.scheme != "unix" else ""
         self._db = int(db) if db.isdigit() else 0
         self._protocol: _Protocol | None = None
+
+    @property
+    def last_read(self) -> float:
+        """When the server last sent anything (monotonic seconds; 0 if never)."""
+        return 0.0 if self._protocol is None else self._protocol.last_read
 
     @property
     def connected(self) -> bool:
