@@ -350,7 +350,7 @@ class Proxy:
             return False
         if len(pool.backends) < 2:
             return False
-        return pool.retry_budget.try_acquire()
+        return pool.retry_budget.try_acquire(reached)
 
     async def _read_small_body(self, request: Request, length: int) -> bytes:
         assert request.body is not None
