@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "backend.common.middleware.RequestLogMiddleware",
+    "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.JsonErrorMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
