@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
-from lb.http.request import PLAIN_CONNECTION, WANTED, Body, BodyError, Request
+from lb.http.request import LISTS, PLAIN_CONNECTION, WANTED, Body, BodyError, Request
 
 if TYPE_CHECKING:
     from lb.server import Server
@@ -144,6 +144,9 @@ class ClientConnection(asyncio.Protocol):
         lname = name.lower()
         if lname in WANTED and not (lname == b"connection" and value.lower() in PLAIN_CONNECTION):
             # a Connection header is kept only when it names headers that must be dropped
+            seen = self._wanted.get(lname)
+            if seen is not None and lname in LISTS:
+                value = seen + b", " + value
             self._wanted[lname] = value
 
     def on_headers_complete(self) -> None:

@@ -28,6 +28,9 @@ WANTED: Final = frozenset(
 
 PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
+# list-valued headers: repeated lines are one comma-separated list, in order (RFC 9110 5.3)
+LISTS: Final = frozenset({b"x-forwarded-for", b"connection"})
+
 
 class BodyError(Exception):
     """The request body could not be read: the client went away or sent garbage."""

@@ -134,6 +134,20 @@ async def test_trusted_proxy_chain_is_extended_and_believed(
     assert seen["X-Forwarded-Proto"] == "https"
 
 
+def test_repeated_forwarded_for_lines_are_one_chain(stack: Stack) -> None:
+    # RFC 9110: repeated list-valued header lines are one list, in order. Keeping only one
+    # line would drop hops, and with them the address a trusted proxy vouched for.
+    raw = raw_request(
+        stack.strict.port,
+        b"GET /chain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 203.0.113.5\r\n\r\n",
+    )
+    seen = json_body(raw)["headers"]
+    assert isinstance(seen, dict)
+    assert seen["X-Forwarded-For"] == "198.51.100.1, 203.0.113.5, 127.0.0.1"
+    assert seen["X-Real-IP"] == "203.0.113.5"
+
+
 async def test_request_id_is_kept_if_well_formed_else_generated_and_echoed(
     stack: Stack, session: aiohttp.ClientSession
 ) -> None:
