@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -21,6 +22,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too; Redis needs both <= 65535."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 55000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis cluster node")
 
 
 def _wait_port(port: int, timeout: float, what: str) -> None:
@@ -149,9 +165,13 @@ class RedisServer:
     """One redis-server on 127.0.0.1:port, nothing persisted; optionally a cluster node."""
 
     workdir: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0: a free one (with a free cluster bus port in cluster mode)
     cluster: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.port:
+            self.port = cluster_port() if self.cluster else free_port()
 
     @property
     def url(self) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,28 +14,10 @@ from lb.config import load_settings
 from ops.servers import RedisServer, create_redis_cluster
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too; Redis needs both <= 65535."""
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, 55000)
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a Redis cluster node")
-
-
 @pytest.fixture(scope="session")
 def redis_cluster(work_dir: Path) -> Iterator[list[RedisServer]]:
     """Three cluster-mode redis-servers joined into one cluster of masters."""
-    nodes = [
-        RedisServer(work_dir / f"cluster-{uuid.uuid4().hex[:6]}", port=cluster_port(), cluster=True)
-        for _ in "abc"
-    ]
+    nodes = [RedisServer(work_dir / f"cluster-{uuid.uuid4().hex[:6]}", cluster=True) for _ in "abc"]
     try:
         for node in nodes:
             node.start()

@@ -194,8 +194,7 @@ async def test_an_idle_lb_notices_redis_going_away(
 async def test_a_cluster_node_lost_and_back(
     work_dir: Path, admission_for: Callable[..., object]
 ) -> None:
-    from ops.servers import create_redis_cluster
-    from tests.lb.admission.conftest import cluster_port
+    from ops.servers import cluster_port, create_redis_cluster
 
     base = work_dir / f"cluster-failover-{os.getpid()}-{time.monotonic_ns()}"
     nodes = [RedisServer(base / str(i), port=cluster_port(), cluster=True) for i in range(3)]
