@@ -55,8 +55,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "backend.common.middleware.RequestLogMiddleware",
-    "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.JsonErrorMiddleware",
+    # before any middleware that validates the Host header
+    "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # admin and API-docs assets, straight from the installed apps (no collectstatic needed)
