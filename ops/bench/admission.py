@@ -26,13 +26,13 @@ from ops.bench.common import (
     Result,
     bench,
     cpu_seconds,
+    launch_lb,
     measure,
     run_load,
     start_nginx_backends,
     table,
-    wait_port,
 )
-from ops.servers import RedisServer, free_port
+from ops.servers import RedisServer
 
 GOAL = 0.90  # Redis buckets keep at least 90% of the in-process throughput
 CHECKS = 64 * 2000  # in-process CPU measurement: 64 concurrent requesters, 2000 checks each
@@ -91,23 +91,8 @@ def status(admin: int) -> dict[str, object]:
 def start(
     b: Bench, backends: list[int], workers: int, redis_url: str | None
 ) -> tuple[int, int, int]:
-    """An lb as start_lb() makes it (wide-open buckets), plus its admin port for /status."""
-    port, admin = free_port(), free_port()
-    env = {
-        **OPEN_ADMISSION,
-        "LB_LISTEN": f"127.0.0.1:{port}",
-        "LB_ADMIN_LISTEN": f"127.0.0.1:{admin}",
-        "LB_BACKENDS": ",".join(f"http://127.0.0.1:{p}" for p in backends),
-        "LB_WORKERS": str(workers),
-        "LB_ACCESS_LOG": "0",
-        "LB_LOG_LEVEL": "WARNING",
-    }
-    if redis_url:
-        env |= {"REDIS_URL": redis_url}
-    proc = b.start(f"lb-{port}", [sys.executable, "-m", "lb"], port, env)
-    wait_port(admin, proc)
-    time.sleep(0.5 if workers == 1 else 1.0)  # let every worker bind
-    return port, admin, proc.pid
+    """An lb with wide-open buckets, in-process or in Redis: (port, admin port, pid)."""
+    return launch_lb(b, backends, workers, {"REDIS_URL": redis_url} if redis_url else None)
 
 
 def main(argv: list[str]) -> int:

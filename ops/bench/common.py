@@ -203,7 +203,15 @@ def start_nginx_proxy(b: Bench, backends: Sequence[int], workers: int = 1) -> in
 def start_lb(
     b: Bench, backends: Sequence[int], workers: int = 1, env: Mapping[str, str] | None = None
 ) -> int:
-    """`python -m lb` in front of `backends`; admission in-process and wide open by default."""
+    """`python -m lb` in front of `backends`; returns its public port."""
+    return launch_lb(b, backends, workers, env)[0]
+
+
+def launch_lb(
+    b: Bench, backends: Sequence[int], workers: int = 1, env: Mapping[str, str] | None = None
+) -> tuple[int, int, int]:
+    """`python -m lb` in front of `backends`, admission in-process and wide open unless `env`
+    says otherwise; returns (public port, admin port, master pid)."""
     port, admin = free_port(), free_port()
     full = {
         **OPEN_ADMISSION,
@@ -218,7 +226,7 @@ def start_lb(
     proc = b.start(f"lb-{port}", [sys.executable, "-m", "lb"], port, full)
     wait_port(admin, proc)
     time.sleep(0.5 if workers == 1 else 1.0)  # let every worker bind
-    return port
+    return port, admin, proc.pid
 
 
 # -- load -----------------------------------------------------------------------------------
