@@ -178,7 +178,7 @@ def main(argv: list[str]) -> int:
     ):
         verdict = "ok" if ratio >= GOAL else "BELOW GOAL"
         print(
-            f"Redis admission keeps {ratio:.0%} of in-process capacity by {label}: "
-            f"cost {1 - ratio:.0%} (goal <= {1 - GOAL:.0%}) {verdict}"
+            f"Redis admission keeps {ratio:.1%} of in-process capacity by {label}: "
+            f"cost {1 - ratio:.1%} (goal <= {1 - GOAL:.0%}) {verdict}"
         )
     return 0
