@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
+from lb.http.flow import WriteFlow
 from lb.http.request import LISTS, PLAIN_CONNECTION, WANTED, Body, BodyError, Request
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class _TooLarge(Exception):
     pass
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(WriteFlow, asyncio.Protocol):
     """The server side of one client TCP connection."""
 
     def __init__(self, server: Server) -> None:
@@ -77,9 +78,7 @@ class ClientConnection(asyncio.Protocol):
         for request in self._queue:
             if request.body is not None:
                 request.body.fail(BodyError("the client closed the connection"))
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._release_drain()
         waiter = self._next
         if waiter is not None and not waiter.done():
             waiter.set_result(None)  # ends the connection's task
@@ -112,15 +111,6 @@ class ClientConnection(asyncio.Protocol):
             self._body.fail(BodyError("the client closed the connection mid-body"))
         # keep the write side open while a response is owed
         return self.busy or bool(self._queue)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------------
 
@@ -282,12 +272,7 @@ class ClientConnection(asyncio.Protocol):
         transport.write(data)
 
     async def drain(self) -> None:
-        while self._write_paused and not self.closed:
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        await self._wait_writable(self.loop)
         if self.closed:
             raise ConnectionResetError("the client connection is closed")
 

@@ -15,6 +15,7 @@ from typing import Final
 import httptools
 
 from lb.http.deadlines import Deadlines
+from lb.http.flow import WriteFlow
 
 HIGH_WATER: Final = 256 * 1024  # buffered response bytes at which reading pauses
 LOW_WATER: Final = 64 * 1024
@@ -40,7 +41,7 @@ class UpstreamProtocolError(UpstreamError):
     """The backend answered something that is not HTTP/1.x."""
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(WriteFlow, asyncio.Protocol):
     """One keep-alive connection to a backend. `begin()` before each request."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, deadlines: Deadlines | None = None) -> None:
@@ -116,18 +117,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._wake()
         elif not self.complete:
             self._fail(UpstreamClosed("backend closed the connection"))
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drain = self._drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._release_drain()
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -214,12 +204,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait while the backend is not reading what we send."""
-        while self._write_paused and not self.closed:
-            self._drain_waiter = self._loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        await self._wait_writable(self._loop)
         if self.closed and not self.head_done:
             raise self.error or UpstreamClosed("backend closed the connection")
 

@@ -1,0 +1,38 @@
+"""Write-side flow control shared by the client and upstream protocols."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class WriteFlow:
+    """Mixin for an asyncio.Protocol: the transport's pause/resume calls, and a wait for them.
+
+    The protocol initialises `_write_paused`, `_drain_waiter` and `closed`, and calls
+    `_release_drain()` from `connection_lost` so no writer waits on a dead connection.
+    """
+
+    closed: bool
+    _write_paused: bool
+    _drain_waiter: asyncio.Future[None] | None
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._release_drain()
+
+    def _release_drain(self) -> None:
+        drain = self._drain_waiter
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def _wait_writable(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Return once the peer reads again, or the connection is closed."""
+        while self._write_paused and not self.closed:
+            self._drain_waiter = loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
