@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from lb.admission.limiter import LocalLimiter
 from lb.admission.service import Admission, build_admission
 from lb.config import load_settings
-from tests.lb.admission.clock import FakeClock
+from tests.support.clock import FakeClock
 
 
 def make(env: dict[str, str], clock: FakeClock) -> tuple[Admission, CollectorRegistry]:

@@ -1,21 +1,11 @@
-"""Helpers for the pure upstream tests: a fake clock and settings with overrides."""
+"""Helpers for the pure upstream tests: settings with overrides, and the shared fake clock."""
 
 from __future__ import annotations
 
 from lb.config import Settings, load_settings
+from tests.support.clock import FakeClock
 
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+__all__ = ["FakeClock", "settings"]
 
 
 def settings(n: int = 3, **env: str) -> Settings:
