@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,15 +40,31 @@ def cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis cluster node")
 
 
-def _wait_port(port: int, timeout: float, what: str) -> None:
+def wait_for_port(
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    what: str = "server",
+    died: Callable[[], str | None] | None = None,
+) -> None:
+    """Block until something accepts connections on host:port.
+
+    TimeoutError after `timeout` seconds; RuntimeError with `died()`'s message as soon as it
+    says the process that should listen there is gone.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
+            if died is not None and (why := died()) is not None:
+                raise RuntimeError(why) from None
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port}") from None
+                raise TimeoutError(
+                    f"{what} did not listen on {host}:{port} after {timeout:g}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -124,7 +141,7 @@ class PostgresServer:
         self._run(
             "pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(log), "-w", "-t", "60", "start"
         )
-        _wait_port(self.port, 30, "postgres")
+        wait_for_port(self.port, timeout=30, what="postgres")
         return self
 
     def stop(self, mode: str = "fast") -> None:
@@ -204,7 +221,7 @@ class RedisServer:
                 "2000",
             ]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, 20, "redis")
+        wait_for_port(self.port, timeout=20, what="redis")
         return self
 
     def stop(self) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops.servers import free_port
+from ops.servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -63,21 +63,12 @@ class Proc:
 
 
 def wait_port(port: int, proc: Proc | None = None, timeout: float = 20.0) -> None:
-    import socket
+    def died() -> str | None:
+        if proc is None or proc.popen.poll() is None:
+            return None
+        return f"{proc.argv[:3]} exited: {proc.log.read_text()[-2000:]}"
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc is not None and proc.popen.poll() is not None:
-                raise RuntimeError(
-                    f"{proc.argv[:3]} exited: {proc.log.read_text()[-2000:]}"
-                ) from None
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port}") from None
-            time.sleep(0.05)
+    wait_for_port(port, timeout=timeout, died=died)
 
 
 class Bench:
