@@ -74,7 +74,17 @@ def take_seats(alias: str, booking_id: uuid.UUID, req: HoldRequest) -> Booking:
         raise AlreadyBooked() from exc
     if total is None:
         raise _why_not(alias, req)
-    booking = Booking(
+    booking = _pending(booking_id, req, total, expires)
+    booking._state.adding = False
+    booking._state.db = alias
+    return booking
+
+
+def _pending(
+    booking_id: uuid.UUID, req: HoldRequest, total: Decimal, expires: dt.datetime
+) -> Booking:
+    """The pending booking `req` asks for (not saved)."""
+    return Booking(
         id=booking_id,
         tour_id=req.tour_id,
         user_id=req.user_id,
@@ -86,9 +96,6 @@ def take_seats(alias: str, booking_id: uuid.UUID, req: HoldRequest) -> Booking:
         created_at=req.now,
         updated_at=req.now,
     )
-    booking._state.adding = False
-    booking._state.db = alias
-    return booking
 
 
 def _take_in_one_statement(
@@ -118,18 +125,7 @@ def _take_in_steps(
         row = tour.first()
         if row is None or row["start_date"] <= timezone.localdate(req.now):
             return None
-        booking = Booking(
-            id=booking_id,
-            tour_id=req.tour_id,
-            user_id=req.user_id,
-            seats=req.seats,
-            status=BookingStatus.PENDING,
-            total_price=row["price"] * req.seats,
-            hold_expires_at=expires,
-            idempotency_key=req.idempotency_key,
-            created_at=req.now,
-            updated_at=req.now,
-        )
+        booking = _pending(booking_id, req, row["price"] * req.seats, expires)
         booking.save(using=alias, force_insert=True)
         BookingEvent.objects.using(alias).create(
             booking=booking,
