@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 import urllib.error
@@ -11,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.processes import terminate
 from ops.stack import Service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,17 +56,6 @@ def spawn(argv: tuple[str, ...], env: dict[str, str], log_path: Path) -> subproc
         return subprocess.Popen(
             argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
-
-
-def terminate(popen: subprocess.Popen[bytes], deadline: float) -> int:
-    """SIGTERM this one process, SIGKILL it if it outlives `deadline` seconds; its exit code."""
-    if popen.poll() is None:
-        popen.send_signal(signal.SIGTERM)
-    try:
-        return popen.wait(deadline)
-    except subprocess.TimeoutExpired:
-        popen.kill()
-        return popen.wait(5)
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:

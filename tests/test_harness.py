@@ -1,6 +1,7 @@
 """The harness itself: servers really start, accept connections, and stop."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,44 @@ def test_redis_server_answers_and_stops(fresh_redis: RedisServer):
         ["redis-cli", "-p", str(fresh_redis.port), "PING"], capture_output=True, timeout=10
     )
     assert b"PONG" not in out.stdout
+
+
+STUBBORN_PARENT = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.processes
+def test_a_process_killed_at_its_deadline_takes_its_children_along(tmp_path):
+    # a gunicorn master waiting on a stuck worker is such a parent: killing the master
+    # alone left the worker running with PID 1 as its parent
+    import sys
+    import time
+
+    from tests.support.processes import Process
+
+    proc = Process([sys.executable, "-c", STUBBORN_PARENT], log_path=tmp_path / "p.log").start()
+    deadline = time.monotonic() + 20
+    while not proc.log().strip() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(proc.log().split()[0])
+    assert _alive(child)
+    proc.stop(timeout=1)
+    assert not proc.alive()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

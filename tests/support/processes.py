@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ops.processes import terminate
 from tests.support.net import wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,17 +84,10 @@ class Process:
             os.kill(self.pid, signum)
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        """SIGTERM, then SIGKILL (with any children it leaves) after `timeout`; the exit code."""
         if self.popen is None:
             return None
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
-        return self.popen.returncode
+        return terminate(self.popen, timeout)
 
     def kill(self) -> None:
         if self.alive():
