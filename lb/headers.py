@@ -44,8 +44,10 @@ SET_UPSTREAM: Final = frozenset(
         b"expect",  # the lb answers 100-continue itself
     }
 )
+# Set by the lb itself on the way down: a backend's echo of the request id would repeat it.
+SET_DOWNSTREAM: Final = frozenset({b"x-request-id"})
 _DROP_UP: Final = HOP_BY_HOP | SET_UPSTREAM
-_DROP_DOWN: Final = HOP_BY_HOP
+_DROP_DOWN: Final = HOP_BY_HOP | SET_DOWNSTREAM
 
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 

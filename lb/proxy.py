@@ -267,6 +267,9 @@ class Proxy:
                     if body is not None:
                         body_touched = True
                         await self._send_body(request, conn, deadline)
+                    elif not websocket:
+                        # an upgrade attempt is never reused, even if the backend refuses it
+                        conn.request_sent = True
                     await conn.read_head(min(settings.first_byte_timeout, deadline - loop.time()))
                 except ConnectFailed as exc:
                     raise _Failed(
@@ -387,7 +390,8 @@ class Proxy:
                             f"Request body exceeds {limit} bytes (LB_MAX_BODY_BYTES)."
                         )
                     if conn.head_done:
-                        # the backend answered early (e.g. an error): stop sending
+                        # the backend answered early (e.g. an error): stop sending; the
+                        # connection is not reusable (`request_sent` stays False)
                         return
                     if chunked:
                         conn.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
@@ -398,6 +402,7 @@ class Proxy:
                     timer.reschedule(min(loop.time() + idle, deadline))
                 if chunked:
                     conn.write(b"0\r\n\r\n")
+                conn.request_sent = True
         except TimeoutError:
             if reading:
                 raise RequestTimeout() from None

@@ -6,6 +6,7 @@ import asyncio
 from typing import Final
 
 from lb import headers as h
+from lb.headers import SET_DOWNSTREAM
 from lb.http.connection import ClientConnection
 from lb.http.request import Request
 from lb.upstream.backend import Outcome
@@ -100,7 +101,7 @@ async def tunnel(
     """A 101 from the backend: pass its head on, then splice the two sockets until either
     side closes."""
     parts = [b"HTTP/1.1 101 %s\r\n" % (conn.reason or "Switching Protocols").encode()]
-    parts += [b"%s: %s\r\n" % pair for pair in conn.headers]
+    parts += [b"%s: %s\r\n" % (k, v) for k, v in conn.headers if k.lower() not in SET_DOWNSTREAM]
     parts += [f"{k}: {v}\r\n".encode("latin-1") for k, v in answer_headers[:1]]
     parts.append(b"\r\n")
     try:

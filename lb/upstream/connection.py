@@ -70,6 +70,8 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.length_known = False  # the response carries Content-Length
         self.has_connection_header = False
         self._timed_out = False
+        # the whole request (head and framed body) was written: see `reusable()`
+        self.request_sent = False
         self.upgraded = False
         self.tunnel_tail = b""  # bytes after a 101 head: the upgraded protocol's
         self.tunnel: Callable[[bytes], None] | None = None
@@ -191,6 +193,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.length_known = False
         self.has_connection_header = False
         self._timed_out = False
+        self.request_sent = False
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -271,8 +274,13 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         return body
 
     def reusable(self) -> bool:
+        """May this connection carry another request? Only when the request was sent whole
+        (its body framed to the end) and the response read whole. A backend that answered
+        early is still reading the old body: the next request on the connection, another
+        client's, would be parsed as the rest of it (request smuggling)."""
         return (
-            self.complete
+            self.request_sent
+            and self.complete
             and self.keep_alive
             and not self.closed
             and self.error is None
