@@ -69,6 +69,10 @@ class Settings:
     # request limits
     max_body_bytes: int
     max_header_bytes: int
+    # request buffering (nginx's proxy_request_buffering)
+    request_buffering: bool
+    stream_paths: tuple[str, ...]
+    body_memory_bytes: int
     # retries
     max_retries: int
     retry_budget_ratio: float
@@ -185,6 +189,13 @@ def _optional(text: str) -> str | None:
     return text.strip() or None
 
 
+def _paths(text: str) -> tuple[str, ...]:
+    paths = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not all(p.startswith("/") for p in paths):
+        raise ValueError
+    return paths
+
+
 def _path(text: str) -> str:
     if not text.startswith("/"):
         raise ValueError
@@ -244,6 +255,13 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         max_header_bytes=get(
             "LB_MAX_HEADER_BYTES", "16384", _int_at_least(1024), "a byte count >= 1024"
+        ),
+        request_buffering=get("LB_REQUEST_BUFFERING", "1", _bool, "0 or 1"),
+        stream_paths=get(
+            "LB_STREAM_PATHS", "", _paths, "comma-separated path prefixes, e.g. /upload/,/ws/"
+        ),
+        body_memory_bytes=get(
+            "LB_BODY_MEMORY_BYTES", str(256 * 1024), _int_at_least(0), "a byte count >= 0"
         ),
         max_retries=get("LB_MAX_RETRIES", "2", _int_at_least(0), "a whole number >= 0"),
         retry_budget_ratio=get("LB_RETRY_BUDGET", "0.2", _ratio, "a ratio between 0 and 1"),

@@ -13,7 +13,6 @@ from lb.admission.service import Admission
 from lb.config import Settings
 from lb.errors import (
     BadGateway,
-    BadRequest,
     BodyTooLarge,
     GatewayTimeout,
     LbError,
@@ -22,7 +21,8 @@ from lb.errors import (
     render_error,
 )
 from lb.http.connection import ClientConnection
-from lb.http.request import BodyError, Request
+from lb.http.request import Body, BodyError, Request
+from lb.http.spool import BufferedBody, ClientGone, receive_body
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
 from lb.relay import relay, tunnel
@@ -43,12 +43,6 @@ REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so re
 CLIENT_GONE: Final = 499  # nginx's status for "the client closed the connection first"
 
 Answer = tuple[int, str, bool]  # status sent, backend name (or "none"), keep the connection
-
-
-class ClientGone(BadRequest):
-    """The client went away while we were reading its request body."""
-
-    default_detail = "The request body ended early."
 
 
 class _Failed(Exception):
@@ -210,32 +204,73 @@ class Proxy:
         answer_headers: tuple[tuple[str, str], ...],
     ) -> Answer:
         settings = self.settings
+        loop = self.loop
+        deadline = loop.time() + settings.request_deadline
+        body = request.body
+        websocket = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
+        if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
+            client.write(CONTINUE)
+            client.response_started = False  # an interim answer: the real one is still owed
+        buffered: BufferedBody | None = None
+        if body is not None and not websocket and self._buffers(request):
+            # the whole body first, then a backend: a slow client holds a socket of ours,
+            # never a replica's thread; and a retry can send the body again
+            buffered = await receive_body(
+                body,
+                limit=settings.max_body_bytes,
+                memory=settings.body_memory_bytes,
+                idle_timeout=settings.idle_timeout,
+            )
+            body = None
+            deadline = loop.time() + settings.request_deadline
+        try:
+            return await self._attempts(
+                request, client, upstream_extra, answer_headers, body, buffered, deadline
+            )
+        finally:
+            if buffered is not None:
+                buffered.close()
+
+    def _buffers(self, request: Request) -> bool:
+        """Is this request's body received whole before a backend is taken?"""
+        length = request.content_length
+        if length is not None and length <= REPLAYABLE_BODY:
+            return True  # small: one write with the head, and replayable, whatever the switch
+        settings = self.settings
+        if not settings.request_buffering:
+            return False
+        path = request.path
+        return not any(path.startswith(prefix) for prefix in settings.stream_paths)
+
+    async def _attempts(
+        self,
+        request: Request,
+        client: ClientConnection,
+        upstream_extra: tuple[tuple[str, str], ...],
+        answer_headers: tuple[tuple[str, str], ...],
+        body: Body | None,
+        buffered: BufferedBody | None,
+        deadline: float,
+    ) -> Answer:
+        settings = self.settings
         pool = self.pool
         loop = self.loop
         method = request.method
-        deadline = loop.time() + settings.request_deadline
-        body = request.body
-        length = request.content_length
         websocket = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
         head = h.upstream_head(
             method,
             request.target,
             request.raw_headers,
             extra=upstream_extra,
-            content_length=length,
-            chunked=request.chunked,
+            content_length=buffered.size if buffered is not None else request.content_length,
+            chunked=request.chunked and buffered is None,
             default_host="",
             keep_upgrade=websocket,
             scan_connection=b"connection" in request.headers,
         )
-        if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
-            client.write(CONTINUE)
-            client.response_started = False  # an interim answer: the real one is still owed
-        if body is not None and length is not None and length <= REPLAYABLE_BODY:
-            # small bodies are read first: they go out with the head in one write, and a
-            # retry can send them again
-            head += await self._read_small_body(request, length)
-            body = None
+        if buffered is not None and not buffered.spooled:
+            head += buffered.data()  # one write with the head
+            buffered = None
         tried: list[Backend] = []
         retries = 0
         body_touched = False
@@ -267,6 +302,8 @@ class Proxy:
                     if body is not None:
                         body_touched = True
                         await self._send_body(request, conn, deadline)
+                    elif buffered is not None:
+                        await self._send_buffered(buffered, conn, deadline)
                     elif not websocket:
                         # an upgrade attempt is never reused, even if the backend refuses it
                         conn.request_sent = True
@@ -355,17 +392,17 @@ class Proxy:
             return False
         return pool.retry_budget.try_acquire(reached)
 
-    async def _read_small_body(self, request: Request, length: int) -> bytes:
-        assert request.body is not None
-        if request.body.eof:  # usually it came with the head: no waiting, no timer
-            return await request.body.read_all(length)
-        try:
-            async with asyncio.timeout(self.settings.idle_timeout):
-                return await request.body.read_all(length)
-        except TimeoutError:
-            raise RequestTimeout() from None
-        except BodyError as exc:
-            raise ClientGone(str(exc)) from None
+    async def _send_buffered(
+        self, buffered: BufferedBody, conn: UpstreamConnection, deadline: float
+    ) -> None:
+        """Send a spooled body at the backend's pace (TimeoutError at the request deadline)."""
+        async with asyncio.timeout(deadline - self.loop.time()):
+            for block in buffered.blocks():
+                if conn.head_done:
+                    return  # answered early: stop; `request_sent` stays False
+                conn.write(block)
+                await conn.drain()
+        conn.request_sent = True
 
     async def _send_body(self, request: Request, conn: UpstreamConnection, deadline: float) -> None:
         """Stream the client's body to the backend, enforcing the size limit and idle timeout."""

@@ -46,7 +46,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "LB_MAX_HEADER_BYTES": "8192",
             "LB_OUTLIER_FAILURES": "1000",
         }
-        lbs.append(start_lb({**common, "LB_MAX_BODY_BYTES": str(200 * MB)}, work / "lb.log"))
+        # /up and /upload stream (the tests of streaming); every other body is buffered
+        streaming = {"LB_MAX_BODY_BYTES": str(200 * MB), "LB_STREAM_PATHS": "/up"}
+        lbs.append(start_lb({**common, **streaming}, work / "lb.log"))
         lbs.append(
             start_lb(
                 {
