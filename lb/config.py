@@ -88,6 +88,7 @@ class Settings:
     outlier_base_ejection: float
     outlier_max_ejection: float
     outlier_max_ejected_ratio: float
+    error_clients: int
     # circuit breaker
     breaker_failure_ratio: float
     breaker_min_requests: int
@@ -279,6 +280,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         outlier_max_ejected_ratio=get(
             "LB_OUTLIER_MAX_EJECTED", "0.5", _ratio, "a ratio between 0 and 1"
         ),
+        error_clients=get("LB_ERROR_CLIENTS", "3", _int_at_least(1), "a whole number >= 1"),
         breaker_failure_ratio=get("LB_BREAKER_RATIO", "0.5", _ratio, "a ratio between 0 and 1"),
         breaker_min_requests=get(
             "LB_BREAKER_MIN_REQUESTS", "20", _int_at_least(1), "a whole number >= 1"

@@ -191,7 +191,7 @@ class Proxy:
             (h.X_REQUEST_ID, rid),
         )
         try:
-            return await self._forward(request, client, upstream_extra, answer_headers)
+            return await self._forward(request, client, upstream_extra, answer_headers, who.key)
         except LbError as exc:
             exc.headers = (*exc.headers, *answer_headers[1:])
             raise
@@ -202,6 +202,7 @@ class Proxy:
         client: ClientConnection,
         upstream_extra: tuple[tuple[str, str], ...],
         answer_headers: tuple[tuple[str, str], ...],
+        client_key: str,
     ) -> Answer:
         settings = self.settings
         loop = self.loop
@@ -225,7 +226,14 @@ class Proxy:
             deadline = loop.time() + settings.request_deadline
         try:
             return await self._attempts(
-                request, client, upstream_extra, answer_headers, body, buffered, deadline
+                request,
+                client,
+                upstream_extra,
+                answer_headers,
+                body,
+                buffered,
+                deadline,
+                client_key,
             )
         finally:
             if buffered is not None:
@@ -251,6 +259,7 @@ class Proxy:
         body: Body | None,
         buffered: BufferedBody | None,
         deadline: float,
+        client_key: str,
     ) -> Answer:
         settings = self.settings
         pool = self.pool
@@ -352,7 +361,7 @@ class Proxy:
                 if pending is not None:
                     # another backend gets a go; this answer is dropped
                     conn.abort()
-                    pool.finish(backend, outcome)
+                    pool.finish(backend, outcome, status=conn.status, client=client_key)
                     if budgeted:
                         pool.retry_budget.release()
                     retries += 1
@@ -363,7 +372,7 @@ class Proxy:
                 pool.retry_budget.release()
             try:
                 return await self._respond(
-                    request, client, conn, cpool, backend, outcome, answer_headers
+                    request, client, conn, cpool, backend, outcome, answer_headers, client_key
                 )
             finally:
                 if budgeted:
@@ -456,6 +465,7 @@ class Proxy:
         backend: Backend,
         outcome: Outcome,
         answer_headers: tuple[tuple[str, str], ...],
+        client_key: str,
     ) -> Answer:
         """Relay the backend's response; report the attempt to the pool exactly once."""
         try:
@@ -480,5 +490,5 @@ class Proxy:
             cpool.release(conn)
         elif not conn.closed:
             conn.abort()
-        self.pool.finish(backend, outcome)
+        self.pool.finish(backend, outcome, status=conn.status, client=client_key)
         return (101 if conn.upgraded else conn.status), backend.name, keep

@@ -7,7 +7,7 @@ from typing import Final
 
 from lb.config import BackendURL
 from lb.upstream.breaker import Breaker
-from lb.upstream.outlier import OutlierDetector
+from lb.upstream.outlier import ClientSpread, OutlierDetector
 
 
 class Outcome(Enum):
@@ -87,17 +87,25 @@ class Backend:
         "outlier",
         "outstanding",
         "requests",
+        "spread",
         "url",
     )
 
     def __init__(
-        self, url: BackendURL, *, health: HealthState, outlier: OutlierDetector, breaker: Breaker
+        self,
+        url: BackendURL,
+        *,
+        health: HealthState,
+        outlier: OutlierDetector,
+        breaker: Breaker,
+        spread: ClientSpread | None = None,
     ) -> None:
         self.url = url
         self.name = backend_name(url)
         self.health = health
         self.outlier = outlier
         self.breaker = breaker
+        self.spread = spread  # None: every 500 counts (no client evidence required)
         self.outstanding = 0  # requests picked and not yet finished
         self.drained = False  # admin action: no new requests
         self.requests = 0  # finished attempts (cancelled ones excluded)

@@ -91,3 +91,38 @@ class OutlierDetector:
         self.ejected_until = None
         self.consecutive = 0
         self._returned_at = self._clock()
+
+
+class ClientSpread:
+    """Which clients met a 500 from one backend lately: the evidence that the backend, not
+    one client's input, is at fault.
+
+    A 500 is the application failing on a request; a client that sends input the code
+    cannot handle can make every one of its own requests a 500 while the backend serves
+    everyone else. So a 500 counts toward ejection and the breaker only once at least
+    `min_clients` distinct client keys met a 500 on the backend within `window` seconds.
+    Gateway failures (connect, reset, timeout, 502, 504) need no such evidence.
+    """
+
+    __slots__ = ("_clock", "_seen", "min_clients", "window")
+
+    MAX_KEYS = 1024  # keys remembered per backend: enough to tell "one" from "several"
+
+    def __init__(self, *, clock: Clock, window: float, min_clients: int) -> None:
+        self._clock = clock
+        self.window = window
+        self.min_clients = min_clients
+        self._seen: dict[str, float] = {}  # client key -> when it last met a 500
+
+    def record(self, client: str) -> bool:
+        """`client` met a 500; True when 500s now count against the backend."""
+        now = self._clock()
+        seen = self._seen
+        seen.pop(client, None)
+        seen[client] = now  # insertion order is age order: the oldest come first
+        oldest = now - self.window
+        for key in list(seen):
+            if seen[key] >= oldest and len(seen) <= self.MAX_KEYS:
+                break
+            del seen[key]
+        return len(seen) >= self.min_clients

@@ -12,7 +12,7 @@ from lb.config import Settings
 from lb.upstream.backend import Backend, HealthState, Outcome, backend_name, classify_status
 from lb.upstream.balancer import Balancer, make_balancer
 from lb.upstream.breaker import Breaker, BreakerState
-from lb.upstream.outlier import OutlierDetector, max_ejected
+from lb.upstream.outlier import ClientSpread, OutlierDetector, max_ejected
 from lb.upstream.retry import RetryBudget, RetryPolicy
 
 __all__ = ["Outcome", "Pool", "PoolEvents", "classify_status"]
@@ -113,6 +113,11 @@ class Pool:
                     open_seconds=settings.breaker_open_seconds,
                     on_change=_breaker_listener(name, sink),
                 ),
+                spread=ClientSpread(
+                    clock=clock,
+                    window=settings.breaker_window,
+                    min_clients=settings.error_clients,
+                ),
             )
             backends.append(backend)
         return cls(
@@ -148,14 +153,30 @@ class Pool:
         self.in_flight += 1
         return backend
 
-    def finish(self, backend: Backend, outcome: Outcome) -> None:
-        """Report how the attempt on a picked backend ended (exactly once per pick)."""
+    def finish(
+        self, backend: Backend, outcome: Outcome, *, status: int = 0, client: str = ""
+    ) -> None:
+        """Report how the attempt on a picked backend ended (exactly once per pick).
+
+        `status` is the backend's answer (0: none) and `client` the client's key: a 500
+        counts as a failure only once several clients met one (see ClientSpread).
+        """
         backend.outstanding -= 1
         self.in_flight -= 1
         if outcome is Outcome.CANCELLED:
             backend.breaker.release()
             return
         failure = outcome.is_failure
+        if (
+            outcome is Outcome.SERVER_ERROR
+            and status == 500
+            and backend.spread is not None
+            and not backend.spread.record(client)
+        ):
+            # one client's input may be what breaks: no verdict on the backend yet
+            backend.requests += 1
+            backend.breaker.release()
+            return
         backend.requests += 1
         if failure:
             backend.failures += 1
