@@ -10,6 +10,8 @@ from typing import Final
 
 from multidict import CIMultiDict
 
+from lb.identity import Client
+
 RawHeaders = Sequence[tuple[bytes, bytes]]
 
 X_REQUEST_ID: Final = "X-Request-ID"
@@ -82,6 +84,18 @@ def forwarded_proto(incoming: str | None, via_trusted_proxy: bool) -> str:
     if via_trusted_proxy and incoming and incoming.lower() in ("http", "https"):
         return incoming.lower()
     return "http"
+
+
+def forwarding(
+    peer: str, incoming_for: str | None, incoming_proto: str | None, who: Client, rid: str
+) -> tuple[tuple[str, str], ...]:
+    """The headers the lb sets on the way up (whatever the client sent is dropped)."""
+    return (
+        (X_FORWARDED_FOR, forwarded_for(peer, incoming_for, who.via_trusted_proxy)),
+        (X_FORWARDED_PROTO, forwarded_proto(incoming_proto, who.via_trusted_proxy)),
+        (X_REAL_IP, who.ip),
+        (X_REQUEST_ID, rid),
+    )
 
 
 def upstream_head(

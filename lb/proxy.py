@@ -1,4 +1,10 @@
-"""The proxy handler: admit, pick a backend, stream both ways, classify failures, retry, report."""
+"""The proxy handler: admit, receive the body, try backends (retrying when allowed), relay, report.
+
+Read top to bottom, one request goes: `__call__` (accounting) -> `_handle` (size check,
+identity, admission, forwarding headers) -> `_forward` (request buffering, then attempts on
+backends until one answers or no retry is allowed) -> `_respond` (relay the answer, report
+the attempt to the pool exactly once). One attempt on one backend is `lb.attempt.attempt`.
+"""
 
 from __future__ import annotations
 
@@ -10,46 +16,28 @@ from typing import Final
 from lb import headers as h
 from lb.accesslog import AccessLog
 from lb.admission.service import Admission
-from lb.config import Settings
-from lb.errors import (
-    BadGateway,
-    BodyTooLarge,
-    GatewayTimeout,
-    LbError,
-    NoBackend,
-    RequestTimeout,
-    render_error,
-)
+from lb.attempt import Exchange, Failed, attempt
+from lb.errors import BadGateway, LbError, NoBackend, render_error
 from lb.http.connection import ClientConnection
 from lb.http.request import Body, BodyError, Request
 from lb.http.spool import BufferedBody, ClientGone, receive_body
+from lb.http.upstream import UpstreamClient, UpstreamConnection
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
+from lb.options import ProxyOptions
 from lb.relay import relay, tunnel
+from lb.upload import buffers, check_length, request_head, upload
 from lb.upstream.backend import Backend, Outcome, classify_status
-from lb.upstream.connection import (
-    ConnectFailed,
-    ConnectionPool,
-    UpstreamClient,
-    UpstreamConnection,
-    UpstreamError,
-)
 from lb.upstream.pool import Pool
+from lb.upstream.retry import IDEMPOTENT_METHODS
 
 log = logging.getLogger("lb.proxy")
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are buffered, so retries may resend
 CLIENT_GONE: Final = 499  # nginx's status for "the client closed the connection first"
 
 Answer = tuple[int, str, bool]  # status sent, backend name (or "none"), keep the connection
-
-
-class _Failed(Exception):
-    """One attempt failed before a response head arrived."""
-
-    def __init__(self, outcome: Outcome, reached: bool, error: LbError) -> None:
-        self.outcome, self.reached, self.error = outcome, reached, error
+Headers = tuple[tuple[str, str], ...]
 
 
 class Proxy:
@@ -57,7 +45,7 @@ class Proxy:
 
     def __init__(
         self,
-        settings: Settings,
+        options: ProxyOptions,
         *,
         pool: Pool,
         upstream: UpstreamClient,
@@ -67,7 +55,7 @@ class Proxy:
         rng: random.Random,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.settings = settings
+        self.options = options
         self.pool = pool
         self.upstream = upstream
         self.admission = admission
@@ -78,20 +66,16 @@ class Proxy:
         self.draining = False
         self.in_flight = 0
         self.answered: dict[str, int] = {}  # responses by backend name (or "none")
-        self._idle_empty: asyncio.Event = asyncio.Event()
+        self._idle_empty = asyncio.Event()
         self._idle_empty.set()
-        self.access_log = AccessLog() if settings.access_log else None
-
-    # -- entry -------------------------------------------------------------------------------
+        self.access_log = AccessLog() if options.access_log else None
 
     async def __call__(self, request: Request, client: ClientConnection) -> bool:
         """Answer `request` on `client`; True when the connection may carry another one."""
-        loop = self.loop
-        started = loop.time()
+        started = self.loop.time()
         self.in_flight += 1
         self._idle_empty.clear()
-        gauge = self.metrics.in_flight
-        gauge.inc()
+        self.metrics.in_flight.inc()
         rid = h.request_id(request.header(b"x-request-id"), self.rng)
         status, backend_name, keep = CLIENT_GONE, NO_BACKEND, False
         try:
@@ -103,13 +87,13 @@ class Proxy:
         except (ConnectionError, BodyError):
             pass  # the client went away: CLIENT_GONE, nothing to answer
         finally:
-            gauge.dec()
+            self.metrics.in_flight.dec()
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle_empty.set()
-            self.metrics.observe(backend_name, status, loop.time() - started)
-            answered = self.answered
-            answered[backend_name] = answered.get(backend_name, 0) + 1
+            seconds = self.loop.time() - started
+            self.metrics.observe(backend_name, status, seconds)
+            self.answered[backend_name] = self.answered.get(backend_name, 0) + 1
             if self.access_log is not None:
                 self.access_log.line(
                     rid,
@@ -118,7 +102,7 @@ class Proxy:
                     request.path,
                     status,
                     backend_name,
-                    (loop.time() - started) * 1000,
+                    seconds * 1000,
                 )
         return keep and not self.draining
 
@@ -133,12 +117,7 @@ class Proxy:
         await self._idle_empty.wait()
 
     def _send_error(
-        self,
-        request: Request,
-        client: ClientConnection,
-        error: LbError,
-        rid: str,
-        extra: tuple[tuple[str, str], ...] = (),
+        self, request: Request, client: ClientConnection, error: LbError, rid: str
     ) -> bool:
         """Write the lb's own answer; False when the connection must close after it."""
         self.metrics.lb_error(error.code)
@@ -148,10 +127,7 @@ class Proxy:
         unread = request.body is not None and not request.body.done
         close = unread or self.draining or not request.keep_alive
         data = render_error(
-            error,
-            ((h.X_REQUEST_ID, rid), *extra),
-            close=close,
-            head_only=request.method == "HEAD",
+            error, ((h.X_REQUEST_ID, rid),), close=close, head_only=request.method == "HEAD"
         )
         try:
             client.write(data)
@@ -162,323 +138,152 @@ class Proxy:
     # -- one request -------------------------------------------------------------------------
 
     async def _handle(self, request: Request, client: ClientConnection, rid: str) -> Answer:
-        settings = self.settings
-        length = request.content_length
-        if length is not None and length > settings.max_body_bytes:
-            raise BodyTooLarge(
-                f"Request body of {length} bytes exceeds {settings.max_body_bytes} bytes "
-                "(LB_MAX_BODY_BYTES)."
-            )
-        peer = request.peer
+        check_length(request, self.options.max_body_bytes)  # 413 before reading any of it
         xff = request.header(b"x-forwarded-for")
-        who = self.resolver.resolve(peer, xff)
-        answer_headers: tuple[tuple[str, str], ...] = ((h.X_REQUEST_ID, rid),)
-        if self.admission is not None:
-            verdict = await self.admission.check(request.method, request.path, who.key)
-            if verdict.headers:
-                answer_headers = (*answer_headers, *verdict.headers)
-            if not verdict.allowed:
-                rejected = LbError(verdict.detail, status=verdict.status, code=verdict.code)
-                keep = self._send_error(request, client, rejected, rid, answer_headers[1:])
-                return rejected.status, NO_BACKEND, keep
-        upstream_extra = (
-            (h.X_FORWARDED_FOR, h.forwarded_for(peer, xff, who.via_trusted_proxy)),
-            (
-                h.X_FORWARDED_PROTO,
-                h.forwarded_proto(request.header(b"x-forwarded-proto"), who.via_trusted_proxy),
-            ),
-            (h.X_REAL_IP, who.ip),
-            (h.X_REQUEST_ID, rid),
-        )
+        who = self.resolver.resolve(request.peer, xff)
+        answer_headers: Headers = ((h.X_REQUEST_ID, rid),)
         try:
+            if self.admission is not None:
+                verdict = await self.admission.check(request.method, request.path, who.key)
+                answer_headers = (*answer_headers, *verdict.headers)
+                if not verdict.allowed:
+                    raise LbError(verdict.detail, status=verdict.status, code=verdict.code)
+            upstream_extra = h.forwarding(
+                request.peer, xff, request.header(b"x-forwarded-proto"), who, rid
+            )
             return await self._forward(request, client, upstream_extra, answer_headers, who.key)
         except LbError as exc:
-            exc.headers = (*exc.headers, *answer_headers[1:])
+            exc.headers = (*exc.headers, *answer_headers[1:])  # e.g. the RateLimit fields
             raise
 
     async def _forward(
         self,
         request: Request,
         client: ClientConnection,
-        upstream_extra: tuple[tuple[str, str], ...],
-        answer_headers: tuple[tuple[str, str], ...],
+        upstream_extra: Headers,
+        answer_headers: Headers,
         client_key: str,
     ) -> Answer:
-        settings = self.settings
-        loop = self.loop
-        deadline = loop.time() + settings.request_deadline
-        body = request.body
-        websocket = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
+        options = self.options
+        upgrade = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
+        body: Body | BufferedBody | None = request.body
         if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
             client.write(CONTINUE)
             client.response_started = False  # an interim answer: the real one is still owed
-        buffered: BufferedBody | None = None
-        if body is not None and not websocket and self._buffers(request):
+        if isinstance(body, Body) and not upgrade and buffers(request, options):
             # the whole body first, then a backend: a slow client holds a socket of ours,
             # never a replica's thread; and a retry can send the body again
-            buffered = await receive_body(
+            body = await receive_body(
                 body,
-                limit=settings.max_body_bytes,
-                memory=settings.body_memory_bytes,
-                idle_timeout=settings.idle_timeout,
+                limit=options.max_body_bytes,
+                memory=options.body_memory_bytes,
+                idle_timeout=options.idle_timeout,
             )
+        buffered = body if isinstance(body, BufferedBody) else None
+        head = request_head(request, upstream_extra, buffered, upgrade)
+        if buffered is not None and not buffered.spooled:
+            head += buffered.data()  # one write with the head
             body = None
-            deadline = loop.time() + settings.request_deadline
-        try:
-            return await self._attempts(
-                request,
-                client,
-                upstream_extra,
-                answer_headers,
+        deadline = self.loop.time() + options.request_deadline
+        sender = None
+        if body is not None:
+            sender = upload(
                 body,
-                buffered,
-                deadline,
-                client_key,
+                chunked=request.chunked,
+                limit=options.max_body_bytes,
+                idle_timeout=options.idle_timeout,
+                deadline=deadline,
             )
+        streamed = isinstance(body, Body)
+        resend_safe = not streamed and (
+            request.method in IDEMPOTENT_METHODS or b"idempotency-key" in request.headers
+        )
+        exchange = Exchange(
+            request, client, head, sender, streamed, answer_headers, client_key, deadline,
+            upgrade, resend_safe,
+        )  # fmt: skip
+        try:
+            return await self._attempts(exchange)
         finally:
             if buffered is not None:
                 buffered.close()
 
-    def _buffers(self, request: Request) -> bool:
-        """Is this request's body received whole before a backend is taken?"""
-        length = request.content_length
-        if length is not None and length <= REPLAYABLE_BODY:
-            return True  # small: one write with the head, and replayable, whatever the switch
-        settings = self.settings
-        if not settings.request_buffering:
-            return False
-        path = request.path
-        return not any(path.startswith(prefix) for prefix in settings.stream_paths)
-
-    async def _attempts(
-        self,
-        request: Request,
-        client: ClientConnection,
-        upstream_extra: tuple[tuple[str, str], ...],
-        answer_headers: tuple[tuple[str, str], ...],
-        body: Body | None,
-        buffered: BufferedBody | None,
-        deadline: float,
-        client_key: str,
-    ) -> Answer:
-        settings = self.settings
+    async def _attempts(self, ex: Exchange) -> Answer:
+        """Attempts on backends until one answers, or no retry is allowed."""
         pool = self.pool
-        loop = self.loop
-        method = request.method
-        websocket = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
-        head = h.upstream_head(
-            method,
-            request.target,
-            request.raw_headers,
-            extra=upstream_extra,
-            content_length=buffered.size if buffered is not None else request.content_length,
-            chunked=request.chunked and buffered is None,
-            default_host="",
-            keep_upgrade=websocket,
-            scan_connection=b"connection" in request.headers,
-        )
-        if buffered is not None and not buffered.spooled:
-            head += buffered.data()  # one write with the head
-            buffered = None
         tried: list[Backend] = []
         retries = 0
-        body_touched = False
-        last: _Failed | None = None
+        last: Failed | None = None
         pending: Backend | None = None  # already picked for the next attempt
         while True:
-            backend = pending or (pool.pick(tried) if tried else pool.pick())
-            pending = None
-            if backend is None:
-                if retries > 0:
-                    pool.retry_budget.release()  # the retry granted could not start
-                if last is not None:
-                    raise last.error
-                raise NoBackend()
-            tried.append(backend)
-            budgeted = retries > 0
-            conn: UpstreamConnection | None = None
-            cpool = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
-            try:
-                try:
-                    conn = None if websocket else cpool.take_idle()
-                    if conn is None:
-                        async with asyncio.timeout(
-                            min(settings.connect_timeout, deadline - loop.time())
-                        ):
-                            conn = await cpool.connect()
-                    conn.begin(head_only=method == "HEAD")
-                    conn.write(head)
-                    if body is not None:
-                        body_touched = True
-                        await self._send_body(request, conn, deadline)
-                    elif buffered is not None:
-                        await self._send_buffered(buffered, conn, deadline)
-                    elif not websocket:
-                        # an upgrade attempt is never reused, even if the backend refuses it
-                        conn.request_sent = True
-                    await conn.read_head(min(settings.first_byte_timeout, deadline - loop.time()))
-                except ConnectFailed as exc:
-                    raise _Failed(
-                        Outcome.CONNECT_FAILURE, False, BadGateway(f"Backend unreachable: {exc}")
-                    ) from None
-                except TimeoutError:
-                    if conn is None:
-                        raise _Failed(
-                            Outcome.CONNECT_FAILURE,
-                            False,
-                            BadGateway("Connecting to the backend timed out."),
-                        ) from None
-                    raise _Failed(Outcome.TIMEOUT, True, GatewayTimeout()) from None
-                except UpstreamError as exc:
-                    raise _Failed(
-                        Outcome.RESET, exc.reached, BadGateway(f"Backend failed: {exc}")
-                    ) from None
-            except _Failed as failed:
-                if conn is not None:
-                    conn.abort()
-                pool.finish(backend, failed.outcome)
-                if budgeted:
-                    pool.retry_budget.release()
-                last = failed
-                if self._may_retry(request, failed.outcome, failed.reached, retries, body_touched):
-                    retries += 1
-                    self.metrics.retry(failed.outcome.value)
-                    continue
-                raise failed.error from None
-            except BaseException:  # the client's fault or gone, or cancelled
-                if conn is not None:
-                    conn.abort()
-                pool.finish(backend, Outcome.CANCELLED)
-                if budgeted:
-                    pool.retry_budget.release()
-                raise
-            # a response head arrived
-            outcome = classify_status(conn.status)
-            if outcome is Outcome.SERVER_ERROR and self._may_retry(
-                request, outcome, True, retries, body_touched
-            ):
-                pending = pool.pick(tried)
-                if pending is not None:
+            with pool.retry_budget.permit(held=retries > 0):
+                backend = pending or pool.pick(tried)
+                pending = None
+                if backend is None:
+                    raise last.error if last is not None else NoBackend()
+                tried.append(backend)
+                result = await self._try(ex, backend)
+                if isinstance(result, UpstreamConnection):
+                    outcome = classify_status(result.status)
+                    if outcome is Outcome.SERVER_ERROR:
+                        pending = pool.pick(tried)
+                    if pending is None or not self._may_retry(ex, outcome, True, retries):
+                        if pending is not None:
+                            pool.finish(pending, Outcome.CANCELLED)  # not needed after all
+                        return await self._respond(ex, result, backend, outcome)
                     # another backend gets a go; this answer is dropped
-                    conn.abort()
-                    pool.finish(backend, outcome, status=conn.status, client=client_key)
-                    if budgeted:
-                        pool.retry_budget.release()
+                    result.abort()
+                    pool.finish(backend, outcome, status=result.status, client=ex.client_key)
+                    last = Failed(outcome, True, BadGateway("Backend answered with an error."))
                     retries += 1
                     self.metrics.retry(outcome.value)
-                    last = _Failed(outcome, True, BadGateway("Backend answered with an error."))
                     continue
-                # nowhere else to go: the backend's own answer is the best there is
-                pool.retry_budget.release()
-            try:
-                return await self._respond(
-                    request, client, conn, cpool, backend, outcome, answer_headers, client_key
-                )
-            finally:
-                if budgeted:
-                    pool.retry_budget.release()
+                pool.finish(backend, result.outcome)
+                last = result
+            # this attempt's permit is back: may another attempt start?
+            if not self._may_retry(ex, last.outcome, last.reached, retries):
+                raise last.error
+            retries += 1
+            self.metrics.retry(last.outcome.value)
 
-    def _may_retry(
-        self,
-        request: Request,
-        outcome: Outcome,
-        reached: bool,
-        retries: int,
-        body_touched: bool,
-    ) -> bool:
+    async def _try(self, ex: Exchange, backend: Backend) -> UpstreamConnection | Failed:
+        """One attempt on `backend`; reports it as cancelled if the client ends it."""
+        conns = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
+        try:
+            return await attempt(conns, ex, self.options.timeouts)
+        except BaseException:  # the client's fault or gone, or cancelled
+            self.pool.finish(backend, Outcome.CANCELLED)
+            raise
+
+    def _may_retry(self, ex: Exchange, outcome: Outcome, reached: bool, retries: int) -> bool:
         """May this failed attempt be re-sent? Takes a retry-budget permit when it may."""
         pool = self.pool
         policy = pool.retry_policy
-        if not policy.allows_attempt(retries):
+        if not policy.allows_attempt(retries) or len(pool.backends) < 2:
             return False
         # a streamed body cannot be sent twice: only a connect failure leaves it unread
-        if body_touched and reached:
+        if reached and ex.streamed:
             return False
-        has_key = b"idempotency-key" in request.headers
-        if not policy.may_retry(request.method, has_key, outcome, reached):
-            return False
-        if len(pool.backends) < 2:
+        has_key = b"idempotency-key" in ex.request.headers
+        if not policy.may_retry(ex.request.method, has_key, outcome, reached):
             return False
         return pool.retry_budget.try_acquire(reached)
 
-    async def _send_buffered(
-        self, buffered: BufferedBody, conn: UpstreamConnection, deadline: float
-    ) -> None:
-        """Send a spooled body at the backend's pace (TimeoutError at the request deadline)."""
-        async with asyncio.timeout(deadline - self.loop.time()):
-            for block in buffered.blocks():
-                if conn.head_done:
-                    return  # answered early: stop; `request_sent` stays False
-                conn.write(block)
-                await conn.drain()
-        conn.request_sent = True
-
-    async def _send_body(self, request: Request, conn: UpstreamConnection, deadline: float) -> None:
-        """Stream the client's body to the backend, enforcing the size limit and idle timeout."""
-        assert request.body is not None
-        body = request.body
-        chunked = request.chunked
-        loop = self.loop
-        limit = self.settings.max_body_bytes
-        idle = self.settings.idle_timeout
-        sent = 0
-        reading = True
-        try:
-            async with asyncio.timeout(idle) as timer:
-                while True:
-                    reading = True
-                    chunk = await body.read()
-                    if not chunk:
-                        break
-                    sent += len(chunk)
-                    if sent > limit:
-                        raise BodyTooLarge(
-                            f"Request body exceeds {limit} bytes (LB_MAX_BODY_BYTES)."
-                        )
-                    if conn.head_done:
-                        # the backend answered early (e.g. an error): stop sending; the
-                        # connection is not reusable (`request_sent` stays False)
-                        return
-                    if chunked:
-                        conn.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
-                    else:
-                        conn.write(chunk)
-                    reading = False
-                    await conn.drain()
-                    timer.reschedule(min(loop.time() + idle, deadline))
-                if chunked:
-                    conn.write(b"0\r\n\r\n")
-                conn.request_sent = True
-        except TimeoutError:
-            if reading:
-                raise RequestTimeout() from None
-            raise
-        except BodyError as exc:
-            raise ClientGone(str(exc)) from None
-
     async def _respond(
-        self,
-        request: Request,
-        client: ClientConnection,
-        conn: UpstreamConnection,
-        cpool: ConnectionPool,
-        backend: Backend,
-        outcome: Outcome,
-        answer_headers: tuple[tuple[str, str], ...],
-        client_key: str,
+        self, ex: Exchange, conn: UpstreamConnection, backend: Backend, outcome: Outcome
     ) -> Answer:
         """Relay the backend's response; report the attempt to the pool exactly once."""
         try:
             if conn.upgraded:
-                outcome = await tunnel(request, client, conn, answer_headers)
+                outcome = await tunnel(ex.request, ex.client, conn, ex.answer_headers)
                 keep = False
             else:
                 failure, keep = await relay(
-                    request,
-                    client,
+                    ex.request,
+                    ex.client,
                     conn,
-                    answer_headers,
-                    idle_timeout=self.settings.idle_timeout,
+                    ex.answer_headers,
+                    idle_timeout=self.options.idle_timeout,
                     draining=self.draining,
                 )
                 outcome = failure or outcome
@@ -487,8 +292,8 @@ class Proxy:
             self.pool.finish(backend, Outcome.CANCELLED)
             raise
         if conn.reusable():
-            cpool.release(conn)
+            self.upstream.pool(backend.name, backend.url.host, backend.url.port).release(conn)
         elif not conn.closed:
             conn.abort()
-        self.pool.finish(backend, outcome, status=conn.status, client=client_key)
+        self.pool.finish(backend, outcome, status=conn.status, client=ex.client_key)
         return (101 if conn.upgraded else conn.status), backend.name, keep

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 from lb import headers as h
 from lb.headers import SET_DOWNSTREAM
 from lb.http.connection import ClientConnection
+from lb.http.pump import Stalled, pump
 from lb.http.request import Request
+from lb.http.upstream import UpstreamConnection, UpstreamError
 from lb.upstream.backend import Outcome
-from lb.upstream.connection import UpstreamConnection, UpstreamError
 from lb.websocket import splice
 
 NO_BODY_STATUSES: Final = frozenset({204, 304})
@@ -57,35 +57,23 @@ async def relay(
         scan_connection=conn.has_connection_header,
     )
     chunked = how == "chunked"
-    writing = False
     try:
         if conn.complete:
             # the whole answer is here: head and body leave in one write
             data = conn.take_body()
             if chunked:
                 data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
-            writing = True
             client.write(head + data)
             return None, keep
-        writing = True
         client.write(head)
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(idle_timeout) as timer:
-            while True:
-                writing = False
-                chunk = await conn.read_chunk()
-                if not chunk:
-                    break
-                writing = True
-                client.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                await client.drain()
-                timer.reschedule(loop.time() + idle_timeout)
-        if chunked:
-            client.write(b"0\r\n\r\n")
+        await pump(
+            conn.read_chunk, client.write, client.drain, chunked=chunked, idle_timeout=idle_timeout
+        )
         return None, keep
-    except TimeoutError:
+    except Stalled as stalled:
         client.abort()
-        return (Outcome.CANCELLED if writing else Outcome.TIMEOUT), False
+        # a silent backend is its failure; a client that stopped reading is the client's
+        return (Outcome.TIMEOUT if stalled.reading else Outcome.CANCELLED), False
     except UpstreamError:
         client.abort()
         return Outcome.RESET, False

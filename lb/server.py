@@ -6,9 +6,9 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
-from lb.config import Address, Settings
+from lb.config import Address
 from lb.errors import LbError
-from lb.http.connection import ClientConnection
+from lb.http.connection import ClientConnection, ClientLimits
 from lb.http.deadlines import Deadlines
 from lb.http.request import Request
 
@@ -36,7 +36,7 @@ class Server:
     def __init__(
         self,
         handler: Handler,
-        settings: Settings,
+        limits: ClientLimits,
         *,
         loop: asyncio.AbstractEventLoop,
         on_protocol_error: Callable[[LbError], None] = lambda error: None,
@@ -44,13 +44,15 @@ class Server:
     ) -> None:
         self.handler = handler
         self.loop = loop
-        self.max_header_bytes = settings.max_header_bytes
-        self.header_timeout = settings.header_timeout
-        self.on_protocol_error = on_protocol_error
+        self.limits = limits
+        self._on_protocol_error = on_protocol_error
         self.connections: set[ClientConnection] = set()
         self.deadlines = deadlines or Deadlines(loop)
         self.draining = False
         self._listener: asyncio.Server | None = None
+
+    def on_protocol_error(self, error: LbError) -> None:
+        self._on_protocol_error(error)
 
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)

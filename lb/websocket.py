@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from lb.http.connection import ClientConnection
-from lb.upstream.connection import UpstreamConnection
+from lb.http.upstream import UpstreamConnection
 
 
 async def splice(

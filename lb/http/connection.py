@@ -11,20 +11,41 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
 from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
+from lb.http.deadlines import Deadlines
 from lb.http.flow import WriteFlow
 from lb.http.request import LISTS, PLAIN_CONNECTION, WANTED, Body, BodyError, Request
-
-if TYPE_CHECKING:
-    from lb.server import Server
 
 log = logging.getLogger("lb.http")
 
 Handler = Callable[[Request, "ClientConnection"], Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What a client connection accepts: head size (LB_MAX_HEADER_BYTES) and the seconds a
+    request head may take (LB_HEADER_TIMEOUT)."""
+
+    max_header_bytes: int = 16384
+    header_timeout: float = 10.0
+
+
+class Host(Protocol):
+    """What a client connection needs from the server that accepted it (lb/server.py)."""
+
+    loop: asyncio.AbstractEventLoop
+    limits: ClientLimits
+    handler: Handler
+    deadlines: Deadlines
+    connections: set[ClientConnection]
+    draining: bool
+
+    def on_protocol_error(self, error: LbError) -> None: ...
 
 
 class _TooLarge(Exception):
@@ -34,7 +55,7 @@ class _TooLarge(Exception):
 class ClientConnection(WriteFlow, asyncio.Protocol):
     """The server side of one client TCP connection."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -123,13 +144,13 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
-        if self._head_bytes > self.server.max_header_bytes:
+        if self._head_bytes > self.server.limits.max_header_bytes:
             raise _TooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.server.max_header_bytes:
+        if self._head_bytes > self.server.limits.max_header_bytes:
             raise _TooLarge
         lname = name.lower()
         if lname in WANTED and not (lname == b"connection" and value.lower() in PLAIN_CONNECTION):
@@ -253,7 +274,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self.close()
 
     def _too_large_detail(self) -> str:
-        limit = self.server.max_header_bytes
+        limit = self.server.limits.max_header_bytes
         return f"The request head exceeds {limit} bytes (LB_MAX_HEADER_BYTES)."
 
     def expire(self) -> None:
@@ -291,7 +312,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
     # -- internals -----------------------------------------------------------------------------
 
     def _arm_deadline(self) -> None:
-        self.server.deadlines.arm(self, self.server.header_timeout)
+        self.server.deadlines.arm(self, self.server.limits.header_timeout)
 
     def _disarm_deadline(self) -> None:
         self.server.deadlines.disarm(self)

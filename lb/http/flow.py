@@ -1,8 +1,14 @@
-"""Write-side flow control shared by the client and upstream protocols."""
+"""Flow control shared by the client and upstream protocols: read watermarks, write pauses."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Final
+
+# Buffered body bytes (either direction) at which reading from the sending side pauses,
+# and below which it resumes: a slow reader costs the lb at most this much per connection.
+HIGH_WATER: Final = 256 * 1024
+LOW_WATER: Final = 64 * 1024
 
 
 class WriteFlow:

@@ -7,8 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final
 
-HIGH_WATER: Final = 256 * 1024  # buffered body bytes at which reading from the client pauses
-LOW_WATER: Final = 64 * 1024
+from lb.http.flow import HIGH_WATER, LOW_WATER
 
 # the headers the proxy looks at, by lower-case name
 WANTED: Final = frozenset(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from lb.upstream.backend import Outcome
@@ -82,3 +83,13 @@ class RetryBudget:
     def release(self) -> None:
         if self.active > 0:
             self.active -= 1
+
+    @contextmanager
+    def permit(self, held: bool) -> Iterator[None]:
+        """The span of one attempt: a retry's permit (`held`, taken by `try_acquire`) is
+        given back when it ends, however it ends. The one place a permit is released."""
+        try:
+            yield
+        finally:
+            if held:
+                self.release()

@@ -152,4 +152,8 @@ def test_early_answers_never_poison_the_upstream_pool(
 ) -> None:
     for _ in range(ROUNDS):
         assert attack(lb.port) == 401  # the replica's early answer reaches the attacker
-        assert_victims_served(lb.port)
+        try:
+            assert_victims_served(lb.port)
+        except AssertionError:
+            print(lb.process.log(20000))  # the lb side of the story
+            raise

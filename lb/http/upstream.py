@@ -15,10 +15,8 @@ from typing import Final
 import httptools
 
 from lb.http.deadlines import Deadlines
-from lb.http.flow import WriteFlow
+from lb.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 
-HIGH_WATER: Final = 256 * 1024  # buffered response bytes at which reading pauses
-LOW_WATER: Final = 64 * 1024
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
 
@@ -72,6 +70,8 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self._timed_out = False
         # the whole request (head and framed body) was written: see `reusable()`
         self.request_sent = False
+        self.answered_early = False
+        self.answered_any = False
         self.upgraded = False
         self.tunnel_tail = b""  # bytes after a 101 head: the upgraded protocol's
         self.tunnel: Callable[[bytes], None] | None = None
@@ -93,6 +93,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        self.answered_any = True
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -151,6 +152,11 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
                 self.has_connection_header = True
         self.length_known = length
         self.head_done = True
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            # the answer came while request bytes still waited to leave: the backend did
+            # not read the whole request, and may still be draining it or about to close
+            self.answered_early = True
         if self._head_only:
             self.complete = True
         elif not framed and status not in (204, 304):
@@ -194,6 +200,8 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.has_connection_header = False
         self._timed_out = False
         self.request_sent = False
+        self.answered_early = False
+        self.answered_any = False  # some byte of the response arrived
 
     def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -280,6 +288,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         client's, would be parsed as the rest of it (request smuggling)."""
         return (
             self.request_sent
+            and not self.answered_early
             and self.complete
             and self.keep_alive
             and not self.closed
@@ -317,7 +326,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self._wake()
 
 
-class ConnectionPool:
+class KeepAlivePool:
     """Idle keep-alive connections to one backend (most recently used first)."""
 
     def __init__(
@@ -382,7 +391,8 @@ class ConnectionPool:
 
 
 class UpstreamClient:
-    """A ConnectionPool per backend name."""
+    """A KeepAlivePool per backend name: the proxy's one seam to the network upstream
+    (lb/http/memory.py has its in-memory twin)."""
 
     def __init__(
         self,
@@ -394,12 +404,12 @@ class UpstreamClient:
         self._max_idle = max_idle
         self._loop = loop
         self._deadlines = deadlines
-        self._pools: dict[str, ConnectionPool] = {}
+        self._pools: dict[str, KeepAlivePool] = {}
 
-    def pool(self, name: str, host: str, port: int) -> ConnectionPool:
+    def pool(self, name: str, host: str, port: int) -> KeepAlivePool:
         pool = self._pools.get(name)
         if pool is None:
-            pool = ConnectionPool(
+            pool = KeepAlivePool(
                 host, port, max_idle=self._max_idle, loop=self._loop, deadlines=self._deadlines
             )
             self._pools[name] = pool
