@@ -26,8 +26,7 @@ def main(argv: list[str]) -> int:
 
     try:
         if argv[:1] == ["--worker"]:
-            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
-            return uvloop.run(workers.run_worker(settings, Path(directory)))
+            return uvloop.run(workers.run_worker(settings, Path(settings.prometheus_dir)))
         if settings.workers == 1:
             return uvloop.run(workers.run_single(settings))
         return uvloop.run(workers.run_master(settings))

@@ -107,6 +107,8 @@ class Settings:
     # observability
     log_level: str
     access_log: bool
+    # set by the master for its workers (prometheus_client's multiprocess mode); "" otherwise
+    prometheus_dir: str = ""
 
 
 def _address(text: str) -> Address:
@@ -312,6 +314,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "one of DEBUG, INFO, WARNING, ERROR",
         ),
         access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
+        prometheus_dir=get("PROMETHEUS_MULTIPROC_DIR", "", str.strip, "a directory path"),
     )
 
 

@@ -21,7 +21,7 @@ from lb.errors import BadGateway, LbError, NoBackend, render_error
 from lb.http.connection import ClientConnection
 from lb.http.request import Body, BodyError, Request
 from lb.http.spool import BufferedBody, ClientGone, receive_body
-from lb.http.upstream import UpstreamClient, UpstreamConnection
+from lb.http.upstream import Upstream, UpstreamConnection
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
 from lb.options import ProxyOptions
@@ -48,7 +48,7 @@ class Proxy:
         options: ProxyOptions,
         *,
         pool: Pool,
-        upstream: UpstreamClient,
+        upstream: Upstream,
         admission: Admission | None,
         metrics: Metrics,
         resolver: ClientResolver,

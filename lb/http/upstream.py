@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 import httptools
 
@@ -123,6 +123,11 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self._release_drain()
 
     # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # a second answer to one request: the connection is out of step, never reuse it
+            self.keep_alive = False
 
     def on_status(self, status: bytes) -> None:
         self.reason += status.decode("latin-1")
@@ -388,6 +393,14 @@ class KeepAlivePool:
     @property
     def idle(self) -> int:
         return len(self._idle)
+
+
+class Upstream(Protocol):
+    """The proxy's seam to its backends: UpstreamClient, or lb/http/memory.py's twin."""
+
+    def pool(self, name: str, host: str, port: int) -> KeepAlivePool: ...
+
+    def close(self) -> None: ...
 
 
 class UpstreamClient:

@@ -1,0 +1,130 @@
+"""The proxy in-process: real HTTP/1.1 server side and proxy, in-memory backends and client.
+
+`InProcessLb(settings_env, backends)` wires a Proxy exactly as lb/app.py does, but over
+lb/http/memory.py's upstream; `await lb.send(raw)` feeds raw request bytes to a real
+ClientConnection and returns the raw bytes it wrote back once the exchange is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from lb.attempt import Timeouts
+from lb.config import load_settings
+from lb.http.connection import ClientConnection, ClientLimits
+from lb.http.memory import Handler, MemoryBackend, MemoryUpstream
+from lb.identity import ClientResolver
+from lb.metrics import Metrics
+from lb.options import ProxyOptions
+from lb.proxy import Proxy
+from lb.server import Server
+from lb.upstream.pool import Pool
+from tests.support.clock import FakeClock
+
+
+class _ClientTransport(asyncio.Transport):
+    def __init__(self, peer: str) -> None:
+        super().__init__()
+        self.peer = peer
+        self.data = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.conn: ClientConnection | None = None
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.peer, 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+            assert self.conn is not None
+            asyncio.get_running_loop().call_soon(self.conn.connection_lost, None)
+
+    abort = close
+
+    def is_closing(self) -> bool:
+        return self.closed.done()
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class InProcessLb:
+    """A proxy over in-memory backends named b0, b1, ... (their pool names)."""
+
+    def __init__(self, handlers: list[Handler], **env: str) -> None:
+        names = [f"127.0.0.1:{9001 + i}" for i in range(len(handlers))]
+        self.settings = load_settings(
+            {"LB_BACKENDS": ",".join(f"http://{n}" for n in names), "LB_SEED": "1", **env}
+        )
+        self.clock = FakeClock()
+        self.backends = {n: MemoryBackend(h) for n, h in zip(names, handlers, strict=True)}
+        self.pool = Pool.from_settings(self.settings, clock=self.clock, rng=random.Random(1))
+        self.metrics = Metrics(CollectorRegistry(), names)
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.proxy = Proxy(
+            ProxyOptions(
+                timeouts=Timeouts(connect=s.connect_timeout, first_byte=s.first_byte_timeout),
+                idle_timeout=s.idle_timeout,
+                request_deadline=s.request_deadline,
+                max_body_bytes=s.max_body_bytes,
+                request_buffering=s.request_buffering,
+                stream_paths=s.stream_paths,
+                body_memory_bytes=s.body_memory_bytes,
+                access_log=False,
+            ),
+            pool=self.pool,
+            upstream=MemoryUpstream(self.backends),
+            admission=None,
+            metrics=self.metrics,
+            resolver=ClientResolver(s.trusted_proxies),
+            rng=random.Random(2),
+            loop=loop,
+        )
+        self.server = Server(
+            self.proxy,
+            ClientLimits(s.max_header_bytes, s.header_timeout),
+            loop=loop,
+            on_protocol_error=self.proxy.protocol_error,
+        )
+
+    def backend(self, index: int) -> MemoryBackend:
+        return list(self.backends.values())[index]
+
+    async def send(self, raw: bytes, *, peer: str = "10.0.0.1", within: float = 5.0) -> bytes:
+        """Feed `raw` on a new client connection; the bytes written back when the lb has
+        answered everything and is idle (or closed the connection)."""
+        transport = _ClientTransport(peer)
+        conn = self.server()
+        transport.conn = conn
+        conn.connection_made(transport)
+        conn.data_received(raw)
+        async with asyncio.timeout(within):
+            while not transport.closed.done():
+                await asyncio.sleep(0)
+                if not conn.busy and not conn._queue and self.proxy.in_flight == 0:
+                    await asyncio.sleep(0.01)
+                    if not conn.busy and self.proxy.in_flight == 0:
+                        break
+        if not transport.closed.done():
+            transport.close()
+        await asyncio.sleep(0)
+        return bytes(transport.data)
+
+
+def statuses(raw: bytes) -> list[int]:
+    """The status codes of the answers in `raw`, in order (interim 1xx included)."""
+    return [int(line.split(b" ")[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
