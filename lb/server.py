@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -53,6 +54,10 @@ class Server:
 
     def on_protocol_error(self, error: LbError) -> None:
         self._on_protocol_error(error)
+
+    def request_id(self) -> str:
+        """An id for an answer written before any request was parsed (a protocol error)."""
+        return os.urandom(16).hex()
 
     def __call__(self) -> ClientConnection:
         return ClientConnection(self)

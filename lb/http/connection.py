@@ -17,6 +17,7 @@ from typing import Protocol
 import httptools
 
 from lb.errors import BadRequest, HeadersTooLarge, LbError, render_error
+from lb.headers import X_REQUEST_ID
 from lb.http.deadlines import Deadlines
 from lb.http.flow import WriteFlow
 from lb.http.request import LISTS, PLAIN_CONNECTION, WANTED, Body, BodyError, Request
@@ -33,6 +34,12 @@ class ClientLimits:
 
     max_header_bytes: int = 16384
     header_timeout: float = 10.0
+    # One line of the head: below gunicorn's defaults (limit_request_line 4094,
+    # limit_request_field_size 8190), so an oversized line is refused here, in JSON with a
+    # request id, never by a replica's HTML page.
+    max_request_line: int = 4000
+    max_field_bytes: int = 8000
+    linger: float = 2.0  # after refusing a body: read and drop it until quiet this long
 
 
 class Host(Protocol):
@@ -47,9 +54,22 @@ class Host(Protocol):
 
     def on_protocol_error(self, error: LbError) -> None: ...
 
+    def request_id(self) -> str: ...
+
 
 class _TooLarge(Exception):
     pass
+
+
+class _LineTooLong(Exception):
+    """The request target is longer than ClientLimits.max_request_line."""
+
+
+class _FieldTooLong(Exception):
+    """One header line is longer than ClientLimits.max_field_bytes."""
+
+
+URI_TOO_LONG = 414
 
 
 class ClientConnection(WriteFlow, asyncio.Protocol):
@@ -80,6 +100,9 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._client_eof = False
+        self._in_trailers = False  # the head is done: header lines now are trailers
+        self._deferred: LbError | None = None  # a bad request behind good pipelined ones
+        self._lingering: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -92,6 +115,8 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._lingering is not None:
+            self._lingering.cancel()
         self.server.connections.discard(self)
         self._disarm_deadline()
         if self._body is not None:
@@ -110,6 +135,9 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel(data)
             return
+        if self._lingering is not None:
+            self._linger_more()  # a refused body: drop it while the client finishes
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -120,6 +148,8 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _TooLarge):
                 self._fail(HeadersTooLarge(self._too_large_detail()))
+            elif isinstance(exc.__context__, (_LineTooLong, _FieldTooLong)):
+                self._fail(self._line_error(isinstance(exc.__context__, _LineTooLong)))
             else:
                 log.exception("request parsing failed")
                 self._fail(BadRequest("Malformed HTTP request."))
@@ -136,6 +166,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_trailers = False
         self._url = b""
         self._raw = []
         self._wanted = {}
@@ -144,14 +175,20 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
+        if len(self._url) > self.server.limits.max_request_line:
+            raise _LineTooLong
         if self._head_bytes > self.server.limits.max_header_bytes:
             raise _TooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw.append((name, value))
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > self.server.limits.max_header_bytes:
             raise _TooLarge
+        if self._in_trailers:
+            return  # trailers are dropped: no filter in front of us saw them
+        if len(name) + len(value) + 2 > self.server.limits.max_field_bytes:
+            raise _FieldTooLong
+        self._raw.append((name, value))
         lname = name.lower()
         if lname in WANTED and not (lname == b"connection" and value.lower() in PLAIN_CONNECTION):
             # a Connection header is kept only when it names headers that must be dropped
@@ -161,6 +198,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
             self._wanted[lname] = value
 
     def on_headers_complete(self) -> None:
+        self._in_trailers = True
         self._disarm_deadline()
         parser = self._parser
         wanted = self._wanted
@@ -217,9 +255,14 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
             if self._queue:
                 self._start(self._queue.popleft())
                 request = self._current
-                if not self._queue:
+                if not self._queue and self._deferred is None:
                     self._resume_reading()
                 continue
+            if self._deferred is not None:
+                # the good requests before it are answered: now the bad one
+                error, self._deferred = self._deferred, None
+                self._fail(error)
+                return
             self._next = self.loop.create_future()
             self._arm_deadline()
             self._resume_reading()
@@ -236,13 +279,17 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         except Exception:
             log.exception("request handler failed")
             if not self.response_started and not self.closed:
-                self.write(render_error(LbError(), close=True))
+                rid = ((X_REQUEST_ID, self.server.request_id()),)
+                self.write(render_error(LbError(), rid, close=True))
         finally:
             self.busy = False
             self.response_started = False
             self._current = None
         unread = request.body is not None and not request.body.done
-        if not keep or unread or self.server.draining or not request.keep_alive:
+        if unread and not self.closed:
+            self._start_lingering()
+            return False
+        if not keep or self.server.draining or not request.keep_alive:
             self.close()
             return False
         if self._client_eof and not self._queue:
@@ -264,14 +311,49 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         """Answer a protocol error (if nothing else is being answered) and close."""
         if self.closed:
             return
+        if self._body is None and (self.busy or self._queue):
+            # a bad request pipelined behind good ones: they are answered first
+            self._deferred = self._deferred or error
+            self._pause_reading()
+            return
         if not self.response_started:
             # e.g. broken chunked framing while the request is being proxied: the request
             # cannot go on, but the client still learns why
             self.server.on_protocol_error(error)
-            self.write(render_error(error, close=True))
+            rid = ((X_REQUEST_ID, self.server.request_id()),)
+            self.write(render_error(error, rid, close=True))
         if self._body is not None:
             self._body.fail(BodyError(error.detail))
         self.close()
+
+    def _line_error(self, target: bool) -> LbError:
+        limits = self.server.limits
+        if target:
+            return LbError(
+                f"The request target exceeds {limits.max_request_line} bytes.",
+                status=URI_TOO_LONG,
+                code="uri_too_long",
+            )
+        return HeadersTooLarge(f"A header line exceeds {limits.max_field_bytes} bytes.")
+
+    def _start_lingering(self) -> None:
+        """Close after refusing a body as nginx does (lingering close): send our end, then
+        read and drop what the client still sends until it is quiet, so the answer is
+        read rather than lost to a reset."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._body is not None:
+            self._body = None  # what still comes is dropped
+        self._lingering = self.loop.call_later(self.server.limits.linger, self.close)
+        self._resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+
+    def _linger_more(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = self.loop.call_later(self.server.limits.linger, self.close)
 
     def _too_large_detail(self) -> str:
         limit = self.server.limits.max_header_bytes

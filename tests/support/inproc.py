@@ -125,6 +125,23 @@ class InProcessLb:
         return bytes(transport.data)
 
 
+def answers(raw: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The answers in `raw`, in order: (status, head, body); bodies framed by
+    Content-Length (interim 1xx have none)."""
+    found = []
+    while raw.startswith(b"HTTP/1."):
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        found.append((status, head, rest[:length]))
+        raw = rest[length:]
+    return found
+
+
 def statuses(raw: bytes) -> list[int]:
-    """The status codes of the answers in `raw`, in order (interim 1xx included)."""
-    return [int(line.split(b" ")[1]) for line in raw.split(b"\r\n") if line.startswith(b"HTTP/1.")]
+    """The status codes of the answers in `raw`, in order."""
+    return [status for status, _, _ in answers(raw)]
