@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from lb.admission.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
+from lb.upstream.backend import BackendURL
 
 T = TypeVar("T")
 
@@ -33,19 +34,6 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True, slots=True)
-class BackendURL:
-    """A backend base URL, `http://host:port` (no path)."""
-
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from lb.config import BackendURL
 from lb.upstream.breaker import Breaker
 from lb.upstream.outlier import ClientSpread, OutlierDetector
+
+
+@dataclass(frozen=True, slots=True)
+class BackendURL:
+    """A backend base URL, `http://host:port` (no path)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 class Outcome(Enum):
