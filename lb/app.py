@@ -15,14 +15,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lb.admission.service import build_admission
-from lb.attempt import Timeouts
 from lb.config import Settings
 from lb.http.connection import ClientLimits
 from lb.http.deadlines import Deadlines
 from lb.http.upstream import UpstreamClient
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
-from lb.options import ProxyOptions
+from lb.options import proxy_options
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.status import RateMeter
@@ -54,18 +53,7 @@ class Runtime:
             max_idle=settings.upstream_keepalive, loop=loop, deadlines=self.deadlines
         )
         self.proxy = Proxy(
-            ProxyOptions(
-                timeouts=Timeouts(
-                    connect=settings.connect_timeout, first_byte=settings.first_byte_timeout
-                ),
-                idle_timeout=settings.idle_timeout,
-                request_deadline=settings.request_deadline,
-                max_body_bytes=settings.max_body_bytes,
-                request_buffering=settings.request_buffering,
-                stream_paths=settings.stream_paths,
-                body_memory_bytes=settings.body_memory_bytes,
-                access_log=settings.access_log,
-            ),
+            proxy_options(settings),
             pool=self.pool,
             upstream=self.upstream,
             admission=self.admission,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lb.attempt import Timeouts
+from lb.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,3 +20,17 @@ class ProxyOptions:
     stream_paths: tuple[str, ...] = ()  # LB_STREAM_PATHS: prefixes that stream anyway
     body_memory_bytes: int = 256 * 1024  # LB_BODY_MEMORY_BYTES: spooled to a file beyond
     access_log: bool = True  # LB_ACCESS_LOG
+
+
+def proxy_options(settings: Settings) -> ProxyOptions:
+    """The proxy's options from the settings."""
+    return ProxyOptions(
+        timeouts=Timeouts(connect=settings.connect_timeout, first_byte=settings.first_byte_timeout),
+        idle_timeout=settings.idle_timeout,
+        request_deadline=settings.request_deadline,
+        max_body_bytes=settings.max_body_bytes,
+        request_buffering=settings.request_buffering,
+        stream_paths=settings.stream_paths,
+        body_memory_bytes=settings.body_memory_bytes,
+        access_log=settings.access_log,
+    )

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lb.attempt import Timeouts
 from lb.config import load_settings
 from lb.http.connection import ClientConnection, ClientLimits
 from lb.http.memory import Handler, MemoryBackend, MemoryUpstream
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
-from lb.options import ProxyOptions
+from lb.options import proxy_options
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.upstream.pool import Pool
@@ -76,16 +76,7 @@ class InProcessLb:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.proxy = Proxy(
-            ProxyOptions(
-                timeouts=Timeouts(connect=s.connect_timeout, first_byte=s.first_byte_timeout),
-                idle_timeout=s.idle_timeout,
-                request_deadline=s.request_deadline,
-                max_body_bytes=s.max_body_bytes,
-                request_buffering=s.request_buffering,
-                stream_paths=s.stream_paths,
-                body_memory_bytes=s.body_memory_bytes,
-                access_log=False,
-            ),
+            replace(proxy_options(s), access_log=False),
             pool=self.pool,
             upstream=MemoryUpstream(self.backends),
             admission=None,
