@@ -175,3 +175,33 @@ async def test_a_crashing_handler_is_a_500_json_not_a_hang() -> None:
     raw = await lb.send(GET)
     assert statuses(raw) == [500] and body_of(raw)["code"] == "internal_error"
     assert b"Connection: close" in raw
+
+
+def closes_second_request() -> Callable[[MemoryRequest], Reply]:
+    """A backend that ends a kept-alive connection when its second request arrives (as
+    gunicorn does when it will not drain a body it did not read), then answers afresh."""
+    seen = 0
+
+    def handler(request: MemoryRequest) -> Reply:
+        nonlocal seen
+        seen += 1
+        return Reply(then="close") if seen == 2 else respond(200, b'{"n": %d}' % seen)
+
+    return handler
+
+
+async def test_a_reused_connection_closed_before_answering_is_retried_fresh() -> None:
+    lb = InProcessLb([closes_second_request()])
+    assert statuses(await lb.send(GET)) == [200]
+    raw = await lb.send(GET)
+    assert statuses(raw) == [200] and body_of(raw) == {"n": 3}
+    assert lb.backend(0).connections == 2
+    assert lb.pool.backends[0].failures == 0  # not the backend failing
+
+
+async def test_a_post_is_not_resent_on_a_fresh_connection() -> None:
+    lb = InProcessLb([closes_second_request()])
+    post = b"POST /api/bookings/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    assert statuses(await lb.send(post)) == [200]
+    assert statuses(await lb.send(post)) == [502]
+    assert len(lb.backend(0).requests) == 2
