@@ -40,6 +40,7 @@ class ClientLimits:
     max_request_line: int = 4000
     max_field_bytes: int = 8000
     linger: float = 2.0  # after refusing a body: read and drop it until quiet this long
+    linger_max: float = 30.0  # ... but no longer than this in all (nginx's lingering_time)
 
 
 class Host(Protocol):
@@ -103,6 +104,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self._in_trailers = False  # the head is done: header lines now are trailers
         self._deferred: LbError | None = None  # a bad request behind good pipelined ones
         self._lingering: asyncio.TimerHandle | None = None
+        self._linger_until = 0.0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -346,6 +348,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         if self._body is not None:
             self._body = None  # what still comes is dropped
         self._lingering = self.loop.call_later(self.server.limits.linger, self.close)
+        self._linger_until = self.loop.time() + self.server.limits.linger_max
         self._resume_reading()
         if transport.can_write_eof():
             transport.write_eof()
@@ -353,6 +356,9 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
     def _linger_more(self) -> None:
         if self._lingering is not None:
             self._lingering.cancel()
+            if self.loop.time() >= self._linger_until:
+                self.close()  # a client that never stops sending gets cut off
+                return
             self._lingering = self.loop.call_later(self.server.limits.linger, self.close)
 
     def _too_large_detail(self) -> str:

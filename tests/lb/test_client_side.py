@@ -4,7 +4,9 @@ one X-Request-ID on every answer."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -82,3 +84,21 @@ async def test_every_answer_carries_exactly_one_request_id() -> None:
     raw = await lb.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-ID: mine-1\r\n\r\n")
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert head.count(b"X-Request-ID") == 1 and b"X-Request-ID: mine-1" in head
+
+
+async def test_a_refused_body_is_drained_then_the_connection_closes() -> None:
+    lb = InProcessLb([echo], LB_MAX_BODY_BYTES="10")
+    lb.server.limits = replace(lb.server.limits, linger=0.05, linger_max=0.3)
+    conn, transport = lb.connect()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    conn.data_received(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nzz")
+    await asyncio.sleep(0.01)
+    assert statuses(bytes(transport.data)) == [413] and transport.eof_sent
+    assert not transport.closed.done()  # still reading what the client sends
+    while not transport.closed.done() and loop.time() - started < 2:
+        conn.data_received(b"z" * 1000)  # a client that never stops
+        await asyncio.sleep(0.02)
+    assert transport.closed.done()
+    assert 0.25 <= loop.time() - started < 1.0  # cut off at linger_max
+    assert lb.backend(0).requests == []

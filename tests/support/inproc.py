@@ -33,6 +33,7 @@ class _ClientTransport(asyncio.Transport):
         self.data = bytearray()
         self.closed = asyncio.get_running_loop().create_future()
         self.conn: ClientConnection | None = None
+        self.eof_sent = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return (self.peer, 40000) if name == "peername" else default
@@ -50,6 +51,12 @@ class _ClientTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed.done()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_sent = True
 
     def pause_reading(self) -> None:
         pass
@@ -94,6 +101,14 @@ class InProcessLb:
 
     def backend(self, index: int) -> MemoryBackend:
         return list(self.backends.values())[index]
+
+    def connect(self, peer: str = "10.0.0.1") -> tuple[ClientConnection, _ClientTransport]:
+        """A client connection of our own, to feed by hand (`conn.data_received`)."""
+        transport = _ClientTransport(peer)
+        conn = self.server()
+        transport.conn = conn
+        conn.connection_made(transport)
+        return conn, transport
 
     async def send(self, raw: bytes, *, peer: str = "10.0.0.1", within: float = 5.0) -> bytes:
         """Feed `raw` on a new client connection; the bytes written back when the lb has
