@@ -8,8 +8,14 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from lb.config import Settings
-from lb.upstream.backend import Backend, HealthState, Outcome, backend_name, classify_status
+from lb.upstream.backend import (
+    Backend,
+    BackendURL,
+    HealthState,
+    Outcome,
+    backend_name,
+    classify_status,
+)
 from lb.upstream.balancer import Balancer, make_balancer
 from lb.upstream.breaker import Breaker, BreakerState
 from lb.upstream.outlier import ClientSpread, OutlierDetector, max_ejected
@@ -20,6 +26,62 @@ __all__ = ["Outcome", "Pool", "PoolEvents", "classify_status"]
 log = logging.getLogger("lb.upstream")
 
 Clock = Callable[[], float]
+
+
+class PoolSettings(Protocol):
+    """The settings the pool is built from (lb.config.Settings has them all): the pool
+    takes this view of them rather than importing the configuration module."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def backends(self) -> tuple[BackendURL, ...]: ...
+
+    @property
+    def breaker_failure_ratio(self) -> float: ...
+
+    @property
+    def breaker_min_requests(self) -> int: ...
+
+    @property
+    def breaker_open_seconds(self) -> float: ...
+
+    @property
+    def breaker_window(self) -> float: ...
+
+    @property
+    def error_clients(self) -> int: ...
+
+    @property
+    def health_fall(self) -> int: ...
+
+    @property
+    def health_rise(self) -> int: ...
+
+    @property
+    def max_retries(self) -> int: ...
+
+    @property
+    def outlier_base_ejection(self) -> float: ...
+
+    @property
+    def outlier_consecutive_failures(self) -> int: ...
+
+    @property
+    def outlier_max_ejected_ratio(self) -> float: ...
+
+    @property
+    def outlier_max_ejection(self) -> float: ...
+
+    @property
+    def retry_budget_min(self) -> int: ...
+
+    @property
+    def retry_budget_ratio(self) -> float: ...
+
+    @property
+    def seed(self) -> int | None: ...
 
 
 class PoolEvents(Protocol):
@@ -85,7 +147,7 @@ class Pool:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: PoolSettings,
         *,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
