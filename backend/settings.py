@@ -10,11 +10,10 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from backend.common.env import env_bool, env_int, env_list, env_str
-from backend.sharding.shardmap import shard_alias
+from backend.common.env import database_map, env_bool, env_float, env_int, env_list, env_str
+from backend.sharding.circuit import with_circuits
 
 ENV = os.environ
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -90,45 +89,12 @@ TEMPLATES = [
 ]
 
 # --- databases: "default" (users, auth, token blacklist) + one alias per shard server ---
-CONN_MAX_AGE = env_int(ENV, "DB_CONN_MAX_AGE", 60)
-DB_CONNECT_TIMEOUT = env_int(ENV, "DB_CONNECT_TIMEOUT", 2, minimum=1)
-
-
-def _database(name: str, url: str) -> dict[str, object]:
-    try:
-        config: dict[str, object] = dict(
-            dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
-        )
-    except Exception as exc:
-        raise ImproperlyConfigured(f"{name}={url!r}: expected a database URL ({exc})") from None
-    engine = str(config.get("ENGINE", ""))
-    options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
-    if "sqlite" in engine:
-        # threaded workers share the file: WAL lets readers run beside the writer, and a
-        # writer waits (instead of failing with "database is locked")
-        options.setdefault("timeout", 20)
-        options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-    elif "postgresql" in engine:
-        options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
-    config["OPTIONS"] = options
-    return config
-
-
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": _database(
-        "DATABASE_URL", env_str(ENV, "DATABASE_URL", f"sqlite:///{VAR_DIR / 'default.sqlite3'}")
-    )
-}
-_SHARD_URLS = env_list(
-    ENV,
-    "SHARD_URLS",
-    [f"sqlite:///{VAR_DIR / 'shard0.sqlite3'}", f"sqlite:///{VAR_DIR / 'shard1.sqlite3'}"],
-)
-SHARD_ALIASES = [shard_alias(i) for i in range(len(_SHARD_URLS))]
-for _alias, _url in zip(SHARD_ALIASES, _SHARD_URLS, strict=True):
-    DATABASES[_alias] = _database("SHARD_URLS", _url)
+# PostgreSQL connections go through the shard circuit (backend/sharding/circuit.py): a
+# database found unreachable is failed fast for SHARD_CIRCUIT_SECONDS, then probed again
+DATABASES = with_circuits(database_map(ENV, VAR_DIR))
+SHARD_ALIASES = [alias for alias in DATABASES if alias != "default"]
+SHARD_CIRCUIT_SECONDS = env_float(ENV, "SHARD_CIRCUIT_SECONDS", 2.0)
 DATABASE_ROUTERS = ["backend.sharding.router.ShardRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -146,6 +112,9 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 TOUR_LIST_CACHE_SECONDS = env_int(ENV, "TOUR_LIST_CACHE_SECONDS", 5)
+# stale-if-error: while a shard is down, a whole page cached up to this long ago is served
+# instead of a partial one (0: always answer partially)
+TOUR_LIST_STALE_SECONDS = env_int(ENV, "TOUR_LIST_STALE_SECONDS", 30)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

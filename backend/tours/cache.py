@@ -3,6 +3,11 @@
 With REDIS_URL the cache (and so the invalidation) is shared by all replicas; without it each
 process has its own and other replicas see a change after TOUR_LIST_CACHE_SECONDS at most.
 A cache that fails is skipped for a few seconds (the list is then read from the shards).
+
+Stale-if-error: each whole page is also kept, with the time it was read, for
+up to TOUR_LIST_STALE_SECONDS after it was read. When a shard is down and the fresh read comes
+back partial, that whole copy is served instead while it is young enough; a partial page is
+never cached.
 """
 
 from __future__ import annotations
@@ -49,30 +54,42 @@ class TourListCache:
 
     def get_or_compute(
         self, params: dict[str, Any], compute: Callable[[], dict[str, Any]]
-    ) -> tuple[dict[str, Any], bool]:
-        """(page, was_cached). `params` must fully describe the page."""
+    ) -> tuple[dict[str, Any], str]:
+        """(page, how): how is "hit", "miss" or "stale". `params` must fully describe the page;
+        `compute` returns a page whose "unavailable" list names the shards it lacks."""
         ttl = settings.TOUR_LIST_CACHE_SECONDS
         if ttl <= 0 or not self._usable():
-            return compute(), False
+            return compute(), "miss"
         digest = hashlib.sha1(
             json.dumps(params, sort_keys=True, default=str).encode(), usedforsecurity=False
         ).hexdigest()
         try:
-            key = f"tours:list:{self._version()}:{digest}"
+            version = self._version()
+            key = f"tours:list:{version}:{digest}"
             found = cache.get(key)
         except Exception as exc:
             self._failed(exc)
-            return compute(), False
+            return compute(), "miss"
         if found is not None:
             metrics.TOUR_LIST_CACHE.labels(result="hit").inc()
-            return found, True
+            return found, "hit"
         metrics.TOUR_LIST_CACHE.labels(result="miss").inc()
         page = compute()
+        stale_key = f"tours:list:stale:{version}:{digest}"
+        window = settings.TOUR_LIST_STALE_SECONDS
         try:
-            cache.set(key, page, ttl)
+            if not page.get("unavailable"):
+                cache.set(key, page, ttl)
+                if window > 0:
+                    cache.set(stale_key, {"at": time.time(), "page": page}, max(ttl, window))
+            elif window > 0:
+                kept = cache.get(stale_key)
+                if kept is not None and time.time() - kept["at"] <= window:
+                    metrics.TOUR_LIST_CACHE.labels(result="stale").inc()
+                    return kept["page"], "stale"
         except Exception as exc:
             self._failed(exc)
-        return page, False
+        return page, "miss"
 
     def invalidate(self) -> None:
         """Every cached page becomes unreachable (a new version); called after tour writes."""

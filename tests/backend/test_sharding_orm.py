@@ -66,6 +66,7 @@ def test_unreachable_shard_raises_shard_unavailable(django_orm: dict[str, str]) 
 
     from backend.common.errors import ShardUnavailable
     from backend.sharding import on_shard, shard_atomic
+    from backend.sharding.circuit import circuits
     from backend.tours.models import Tour
 
     conn = connections["shard_0"]
@@ -83,4 +84,9 @@ def test_unreachable_shard_raises_shard_unavailable(django_orm: dict[str, str]) 
         conn.close()
         conn.settings_dict.clear()
         conn.settings_dict.update(saved)
+    # the shard's circuit is open: the next try fails fast, without connecting
+    with pytest.raises(ShardUnavailable) as fast, on_shard("shard_0"):
+        Tour.objects.using("shard_0").count()
+    assert "failed fast" in str(fast.value.__cause__)
+    circuits.reset()
     assert Tour.objects.using("shard_0").count() >= 0
