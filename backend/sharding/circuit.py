@@ -67,13 +67,18 @@ class CircuitOpen(Exception):
 class Circuits:
     """One circuit per database alias, for this process."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, open_seconds: float | None = None
+    ) -> None:
         self.clock = clock
+        self.open_seconds = open_seconds  # None: settings.SHARD_CIRCUIT_SECONDS
         self._lock = threading.Lock()
         self._circuits: dict[str, Circuit] = {}
         self._reported: set[str] = set()  # aliases whose gauge was set at least once
 
     def _open_seconds(self) -> float:
+        if self.open_seconds is not None:
+            return self.open_seconds
         from django.conf import settings
 
         return float(getattr(settings, "SHARD_CIRCUIT_SECONDS", DEFAULT_OPEN_SECONDS))
