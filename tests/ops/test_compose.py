@@ -36,6 +36,8 @@ FIXED_METRICS = {
     "backend_http_requests_total",
     "backend_http_request_duration_seconds",
     "backend_bookings_total",
+    "backend_shard_up",
+    "backend_shard_unavailable_total",
 }
 
 _ENV_READ = re.compile(
