@@ -12,9 +12,11 @@ def partial_fields(unavailable: Iterable[str]) -> tuple[dict[str, Any], dict[str
     """(body fields, headers) of a list missing the shards in `unavailable`; whole: ({}, {}).
 
     `"partial": true` and `"unavailable_shards": [...]` in the body, `X-Partial-Shards:
-    shard_1,...` for clients that only look at headers.
+    shard_1,...` for clients that only look at headers, and `Cache-Control: no-store`: a
+    partial answer must not be kept by any cache on the way.
     """
     names = sorted(set(unavailable))
     if not names:
         return {}, {}
-    return {"partial": True, "unavailable_shards": names}, {PARTIAL_HEADER: ",".join(names)}
+    headers = {PARTIAL_HEADER: ",".join(names), "Cache-Control": "no-store"}
+    return {"partial": True, "unavailable_shards": names}, headers

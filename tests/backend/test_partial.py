@@ -36,6 +36,7 @@ def assert_partial(resp: Any, live_ids: set[str], dead_ids: set[str]) -> dict[st
     body = resp.json()
     assert body["partial"] is True and body["unavailable_shards"] == ["shard_1"]
     assert resp.headers["X-Partial-Shards"] == "shard_1"
+    assert resp.headers["Cache-Control"] == "no-store"
     ids = {row["id"] for row in body["results"]}
     assert live_ids <= ids and not (dead_ids & ids)
     # count and pagination describe what is returned

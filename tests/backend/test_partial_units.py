@@ -68,4 +68,4 @@ def test_partial_fields_are_absent_when_whole_and_sorted_when_not() -> None:
     assert partial_fields([]) == ({}, {})
     body, headers = partial_fields(["shard_2", "shard_1"])
     assert body == {"partial": True, "unavailable_shards": ["shard_1", "shard_2"]}
-    assert headers == {"X-Partial-Shards": "shard_1,shard_2"}
+    assert headers == {"X-Partial-Shards": "shard_1,shard_2", "Cache-Control": "no-store"}

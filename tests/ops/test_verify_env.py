@@ -4,6 +4,7 @@ var/stack.env), says in one line what it needs otherwise, and never creates a fi
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,34 @@ def test_no_environment_audits_the_stack_in_var_stack_env(stack_dir: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: all invariants hold" in done.stdout and "shards: 2" in done.stdout
     assert files(stack_dir) == before  # read-only: not even a -wal or -shm file
+
+
+def test_a_live_stack_is_read_through_its_write_ahead_log(stack_dir: Path) -> None:
+    # a replica of a running stack holds the file open in WAL mode with unmerged commits
+    shard = stack_dir / "var" / "db" / "shard0.sqlite3"
+    writer = sqlite3.connect(shard)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute(
+            "INSERT INTO tours_tour (id, name, description, price, start_date, end_date, "
+            "capacity, seats_available, rating, rating_count, created_at, updated_at) VALUES "
+            "('0c0ffee0000000000000000000000000', 'live', '', 10, '2030-01-01', '2030-01-02', "
+            "5, 4, 0, 0, '2026-01-01', '2026-01-01')"
+        )
+        writer.commit()
+        assert Path(f"{shard}-wal").stat().st_size > 0
+        before = files(stack_dir)
+        done = run(stack_dir)
+        # the row committed to the log is seen: 4 seats left of 5 and no booking is a violation
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "VIOLATION [seats] on shard_0" in done.stdout
+        assert files(stack_dir) == before
+    finally:
+        writer.execute("DELETE FROM tours_tour WHERE name = 'live'")
+        writer.commit()
+        writer.close()
+    assert run(stack_dir).returncode == 0
 
 
 def test_a_missing_database_file_is_refused_never_created(stack_dir: Path, tmp_path: Path) -> None:
