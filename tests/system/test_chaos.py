@@ -401,7 +401,9 @@ def stop_and_restart_a_shard(stack: ChaosStack, load: Load) -> Fault:
 
 def classify(r: Result, shard_down: tuple[float, float]) -> str:
     """ok / partial / stale / shard_503 (allowed) / rate_limited / another failure kind."""
-    in_outage = shard_down[0] <= r.start <= shard_down[1]
+    # the request was in flight at some moment of the outage (one that started just before
+    # the stop may meet the stopped server)
+    in_outage = r.end >= shard_down[0] and r.start <= shard_down[1]
     if r.status is None:
         return "no_answer"
     if r.status == 429:
