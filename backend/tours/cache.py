@@ -75,6 +75,8 @@ class TourListCache:
             return found, "hit"
         metrics.TOUR_LIST_CACHE.labels(result="miss").inc()
         page = compute()
+        # the copy's age is wall-clock time: with Redis it is read by other replicas, whose
+        # monotonic clocks do not compare with this one's
         stale_key = f"tours:list:stale:{version}:{digest}"
         window = settings.TOUR_LIST_STALE_SECONDS
         try:
