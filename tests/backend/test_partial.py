@@ -5,6 +5,7 @@ the restart. Also: a whole page cached before the outage is served stale instead
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from typing import Any
@@ -153,3 +154,36 @@ def test_one_shard_down_lists_answer_partially_and_the_live_shard_books(
     booked = user.post("/api/bookings/", json={"tour": made["shard_1"][1]["id"], "seats": 1})
     assert booked.status_code == 201, booked.text
     assert 'backend_shard_up{shard="shard_1"} 1.0' in anonymous.get("/metrics").text
+
+
+def test_a_shard_that_does_not_answer_costs_one_connect_timeout_not_one_per_request(
+    backend_env: dict[str, str], replicas: Any
+) -> None:
+    # a host that accepts TCP but never speaks: every connect would wait DB_CONNECT_TIMEOUT
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        port = hung.getsockname()[1]
+        shard_0 = backend_env["SHARD_URLS"].split(",")[0]
+        env = {**backend_env, "SHARD_URLS": f"{shard_0},postgresql://postgres@127.0.0.1:{port}/x"}
+        (base,) = replicas(
+            1,
+            env=env,
+            extra_env={"DB_CONNECT_TIMEOUT": "2", "SHARD_CIRCUIT_SECONDS": "60"},
+        )
+        anonymous = Api(base)
+
+        def timed(path: str) -> tuple[float, Any]:
+            start = time.monotonic()
+            resp = anonymous.get(path)
+            return time.monotonic() - start, resp
+
+        first, resp = timed("/api/tours/?search=first")
+        assert resp.status_code == 200 and resp.json()["unavailable_shards"] == ["shard_1"]
+        assert first >= 1.5  # the one connect timeout that opened the circuit
+        later = [timed(f"/api/tours/?search=n{i}") for i in range(5)]
+        assert all(r.status_code == 200 and r.json()["partial"] for _, r in later)
+        assert max(t for t, _ in later) < 1.0, [round(t, 2) for t, _ in later]
+        fast, down = timed(f"/api/tours/{uuid.UUID(int=1)}/")  # int 1 -> logical 1 -> shard_1
+        assert down.status_code == 503 and down.json()["code"] == "shard_unavailable"
+        assert fast < 1.0 and "failed fast" in anonymous.get("/readyz").json()["checks"]["shard_1"]
