@@ -36,6 +36,10 @@ FIXED_METRICS = {
     "backend_http_requests_total",
     "backend_http_request_duration_seconds",
     "backend_bookings_total",
+    # the lb's micro-cache (issue 10)
+    "lb_cache_requests_total",
+    "lb_cache_bytes",
+    "lb_cache_limit_bytes",
 }
 
 _ENV_READ = re.compile(
