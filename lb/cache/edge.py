@@ -294,7 +294,8 @@ class EdgeCache:
         except LbError as exc:
             if stale is not None and stale.within_error(self.clock()) and not fill.answered:
                 fill.landing, fill.entry = Landing.STALE, stale
-                self._count("stale_error")
+                if not isinstance(client, NullClient):
+                    self._count("stale_error")
                 return self.serve(stale, request, client, answer_headers, b"STALE", draining)
             exc.headers = (*exc.headers, (X_CACHE, "MISS"))
             fill.landing = Landing.PASS
@@ -367,7 +368,8 @@ class Fill:
             # stale-if-error: the stale entry answers instead of the backend's error
             self.landing, self.entry = Landing.STALE, self.stale
             self.answered = True
-            cache._count("stale_error")
+            if not isinstance(self.client, NullClient):  # not a background refresh
+                cache._count("stale_error")
             return cache.serve(
                 self.stale, self.request, self.client, self.answer_headers, b"STALE", self.draining
             )
