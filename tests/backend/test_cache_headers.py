@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
+from backend.sharding.shardmap import ShardMap
 from lb.cache.purge import CHANNEL
 from ops.servers import RedisServer
 from tests.backend.conftest import ApiHelpers, ReplicaStarter
@@ -82,6 +84,8 @@ def _seats_through(lb_url: str, tour_id: str) -> tuple[int, str]:
     return int(resp.json()["seats_available"]), resp.headers.get("X-Cache", "")
 
 
+@pytest.mark.redis
+@pytest.mark.processes
 def test_a_bookings_seat_count_is_visible_through_every_lb_worker_within_a_second(
     replicas: ReplicaStarter,
     backend_env: dict[str, str],
@@ -140,3 +144,49 @@ def _wait_subscribed(status: Any, workers: int, timeout: float = 15.0) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the lb workers did not subscribe to {CHANNEL}")
+
+
+@pytest.mark.slow
+@pytest.mark.processes
+def test_a_tour_page_outlives_its_shard_going_down_within_stale_if_error(
+    replicas: ReplicaStarter,
+    backend_env: dict[str, str],
+    pg_databases: dict[str, Any],
+    api_client: ApiHelpers,
+    tmp_path: Path,
+) -> None:
+    (base,) = replicas(1, extra_env={"EDGE_CACHE_STALE_IF_ERROR": "3"})
+    staff = api_client.staff(base, backend_env)
+    shards = ShardMap(("shard_0", "shard_1"))
+    tour = api_client.make_tour(staff)
+    while shards.alias_for(tour["id"]) != "shard_1":
+        tour = api_client.make_tour(staff)
+    lb = start_lb(
+        {
+            "LB_BACKENDS": base,
+            "LB_CACHE_BYTES": "8000000",
+            "BUCKET_CAPACITY": "100000",
+            "LEAK_RATE": "100000",
+            "LB_RATE_RULES": "",
+        },
+        tmp_path / "lb.log",
+    )
+    page = f"{lb.url}/api/tours/{tour['id']}/"
+    shard = pg_databases["servers"][2]
+    try:
+        first = requests.get(page, timeout=10)
+        assert first.headers["X-Cache"] == "MISS"
+        stored = time.monotonic()
+        shard.stop("fast")
+        time.sleep(1.2)  # past max-age=1
+        stale = requests.get(page, timeout=15)
+        assert stale.status_code == 200 and stale.headers["X-Cache"] == "STALE"
+        assert int(stale.headers["Age"]) >= 1
+        assert stale.json() == first.json()
+        time.sleep(max(0.0, stored + 4.5 - time.monotonic()))  # past max-age + stale-if-error
+        down = requests.get(page, timeout=15)
+        assert down.status_code == 503 and down.json()["code"] == "shard_unavailable"
+        assert down.headers["X-Cache"] == "MISS"
+    finally:
+        shard.start()
+        lb.process.stop(timeout=15)

@@ -19,6 +19,8 @@ from tests.lb.conftest import LbProcess
 from tests.support.net import free_port
 from tests.support.processes import Process, python
 
+pytestmark = pytest.mark.processes
+
 PUBLIC = {"Cache-Control": "public, max-age=30"}
 
 
