@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ops.bench import bookings
 from ops.bench.common import WRK, bench, cpu_seconds, launch_lb
@@ -271,38 +272,42 @@ def replica_cpu(pids: list[int]) -> float:
 
 
 def freshness(lb: str, token: str, tour: str, samples: int) -> list[float]:
-    """Seconds from a booking's 201 to the new seat count through the lb (new connections)."""
+    """Seconds from a booking's 201 to the new seat count through the lb: every read on a new
+    connection (so both workers answer) and from its own client address (admission)."""
     import requests
+
+    addresses = iter(f"10.250.{i // 250}.{1 + i % 250}" for i in range(10**6))
+
+    def seats() -> int | None:
+        got = requests.get(
+            f"{lb}/api/tours/{tour}/",
+            headers={"Connection": "close", "X-Forwarded-For": next(addresses)},
+            timeout=10,
+        )
+        return int(got.json()["seats_available"]) if got.status_code == 200 else None
+
+    def book(method: str, path: str, body: dict[str, Any] | None) -> requests.Response:
+        return requests.request(
+            method,
+            f"{lb}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": next(addresses)},
+            timeout=30,
+        )
 
     lags = []
     for _ in range(samples):
+        before = None
         for _ in range(5):  # the entry is cached (and hot) before the booking
-            seen = requests.get(
-                f"{lb}/api/tours/{tour}/", headers={"Connection": "close"}, timeout=10
-            )
-        before = int(seen.json()["seats_available"])
-        booked = requests.post(
-            f"{lb}/api/bookings/",
-            json={"tour": tour, "seats": 1},
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        if booked.status_code != 201:
+            before = seats() or before
+        booked = book("POST", "/api/bookings/", {"tour": tour, "seats": 1})
+        if booked.status_code != 201 or before is None:
             raise RuntimeError(f"booking failed: {booked.status_code} {booked.text}")
         created = time.monotonic()
-        while time.monotonic() - created < 5:
-            got = requests.get(
-                f"{lb}/api/tours/{tour}/", headers={"Connection": "close"}, timeout=10
-            )
-            if got.json()["seats_available"] == before - 1:
-                break
+        while time.monotonic() - created < 5 and seats() != before - 1:
+            pass
         lags.append(time.monotonic() - created)
-        cancel = requests.post(
-            f"{lb}/api/bookings/{booked.json()['id']}/cancel/",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        cancel.raise_for_status()
+        book("POST", f"/api/bookings/{booked.json()['id']}/cancel/", None).raise_for_status()
         time.sleep(0.2)
     return lags
 
@@ -367,6 +372,7 @@ def main(argv: list[str]) -> int:
                         (cpu1 - cpu0) / answered * 1e6 if answered else None,
                     )
                 )
+                print(table(rows[-1:], head=False), flush=True)
                 if mode == "off":
                     uncached_rps = rps
                 rate = args.open_rate or 5 * uncached_rps
@@ -387,6 +393,7 @@ def main(argv: list[str]) -> int:
                         (cpu1 - cpu0) / sent * 1e6,
                     )
                 )
+                print(table(rows[-1:], head=False), flush=True)
                 if mode == "on":
                     lags = freshness(url, token, tours[0], args.freshness_samples)
                 b.stop(b.procs[-1])
@@ -403,9 +410,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def table(rows: list[Figures]) -> str:
-    head = f"{'run':<26}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'2xx':>8}{'429s':>7}{'hit ratio':>11}{'replica cpu us/req':>20}"
-    lines = [head, "-" * len(head)]
+def table(rows: list[Figures], head: bool = True) -> str:
+    header = f"{'run':<26}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'2xx':>8}{'429s':>7}{'hit ratio':>11}{'replica cpu us/req':>20}"
+    lines = [header, "-" * len(header)] if head else []
     for r in rows:
         hit = "-" if r.hit_ratio is None else f"{r.hit_ratio:.1%}"
         cpu = "-" if r.replica_cpu_us is None else f"{r.replica_cpu_us:.0f}"
