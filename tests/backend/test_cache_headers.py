@@ -155,7 +155,10 @@ def test_a_tour_page_outlives_its_shard_going_down_within_stale_if_error(
     api_client: ApiHelpers,
     tmp_path: Path,
 ) -> None:
-    (base,) = replicas(1, extra_env={"EDGE_CACHE_STALE_IF_ERROR": "3"})
+    # no stale-while-revalidate: the stale answer below can only come from stale-if-error
+    (base,) = replicas(
+        1, extra_env={"EDGE_CACHE_STALE_IF_ERROR": "3", "EDGE_CACHE_STALE_WHILE_REVALIDATE": "0"}
+    )
     staff = api_client.staff(base, backend_env)
     shards = ShardMap(("shard_0", "shard_1"))
     tour = api_client.make_tour(staff)
