@@ -55,6 +55,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "backend.common.middleware.RequestLogMiddleware",
     "backend.common.middleware.JsonErrorMiddleware",
+    "backend.common.cache_headers.CacheHeadersMiddleware",
     # before any middleware that validates the Host header
     "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
@@ -115,6 +116,13 @@ TOUR_LIST_CACHE_SECONDS = env_int(ENV, "TOUR_LIST_CACHE_SECONDS", 5)
 # stale-if-error: while a shard is down, a whole page cached up to this long ago is served
 # instead of a partial one (0: always answer partially)
 TOUR_LIST_STALE_SECONDS = env_int(ENV, "TOUR_LIST_STALE_SECONDS", 30)
+
+# --- the lb's micro-cache: how long public tour pages may be reused, purges on writes ---
+# (backend.common.cache_headers sets the headers; backend.tours.cache publishes purges)
+EDGE_CACHE_MAX_AGE = env_int(ENV, "EDGE_CACHE_MAX_AGE", 1, minimum=0)
+EDGE_CACHE_STALE_WHILE_REVALIDATE = env_int(ENV, "EDGE_CACHE_STALE_WHILE_REVALIDATE", 5, minimum=0)
+EDGE_CACHE_STALE_IF_ERROR = env_int(ENV, "EDGE_CACHE_STALE_IF_ERROR", 300, minimum=0)
+EDGE_PURGE_CHANNEL = "tourbook:cache:purge"  # the lb subscribes to the same (lb/cache/purge.py)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

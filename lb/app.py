@@ -15,10 +15,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lb.admission.service import build_admission
+from lb.cache.edge import CacheOptions, EdgeCache
+from lb.cache.purge import PurgeSubscriber
 from lb.config import Settings
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
-from lb.metrics import Metrics
+from lb.metrics import CacheMetrics, Metrics
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.status import RateMeter
@@ -50,6 +52,7 @@ class Runtime:
         self.upstream = UpstreamClient(
             max_idle=settings.upstream_keepalive, loop=loop, deadlines=self.deadlines
         )
+        self.cache = build_cache(settings, registry, loop)
         self.proxy = Proxy(
             settings,
             pool=self.pool,
@@ -59,6 +62,7 @@ class Runtime:
             resolver=ClientResolver(settings.trusted_proxies),
             rng=random.Random(seed + 2),
             loop=loop,
+            cache=self.cache,
         )
         self.server = Server(
             self.proxy,
@@ -78,6 +82,8 @@ class Runtime:
     async def start(self, sock: socket.socket) -> None:
         await self.admission.start()
         await self.checker.start()
+        if self.cache is not None and self.cache.subscriber is not None:
+            self.cache.subscriber.start()
         await self.server.start(sock)
         self._sync_task = asyncio.create_task(self._sync(), name="lb-sync")
 
@@ -108,6 +114,8 @@ class Runtime:
             self.proxy.access_log.flush()
         with contextlib.suppress(Exception):
             await self.admission.close()
+        if self.cache is not None:
+            await self.cache.close()
         self.upstream.close()
 
     def snapshot(self) -> dict[str, Any]:
@@ -122,6 +130,7 @@ class Runtime:
             "rates": self.rates.sample(self.proxy.answered),
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
+            "cache": None if self.cache is None else self.cache.snapshot(),
         }
 
     async def _sync(self) -> None:
@@ -132,7 +141,32 @@ class Runtime:
                 self.rates.sample(self.proxy.answered)
                 if self.proxy.access_log is not None:
                     self.proxy.access_log.flush()
+                if self.cache is not None:
+                    self.cache.tick()
                 for tick in self.on_tick:
                     tick()
             except Exception:
                 log.exception("periodic sync failed")
+
+
+def build_cache(
+    settings: Settings, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop
+) -> EdgeCache | None:
+    """The micro-cache, with its metrics and (with REDIS_URL) its purge subscription."""
+    if settings.cache_bytes <= 0:
+        return None
+    metrics = CacheMetrics(registry, settings.cache_bytes)
+    options = CacheOptions(
+        max_bytes=settings.cache_bytes,
+        max_entry_bytes=min(settings.cache_max_entry_bytes, settings.cache_bytes),
+        lock_timeout=settings.cache_lock_timeout,
+    )
+    cache = EdgeCache(options, loop=loop, events=metrics)
+    cache.on_tick = lambda: metrics.sync(cache.store.bytes, len(cache.store), cache.store.evicted)
+    if settings.redis_url:
+        cache.subscriber = PurgeSubscriber(
+            settings.redis_url,
+            on_purge=lambda tags: cache.purge(tags, "redis"),
+            on_gap=cache.clear,
+        )
+    return cache

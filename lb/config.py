@@ -102,6 +102,10 @@ class Settings:
     # observability
     log_level: str
     access_log: bool
+    # the micro-cache (lb/cache/): bytes per worker (0: off), largest entry, coalescing wait
+    cache_bytes: int = 0
+    cache_max_entry_bytes: int = 1024 * 1024
+    cache_lock_timeout: float = 5.0
 
 
 def _address(text: str) -> Address:
@@ -292,6 +296,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "one of DEBUG, INFO, WARNING, ERROR",
         ),
         access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
+        cache_bytes=get("LB_CACHE_BYTES", "0", _int_at_least(0), "a byte count >= 0 (0: off)"),
+        cache_max_entry_bytes=get(
+            "LB_CACHE_MAX_ENTRY_BYTES", str(1024 * 1024), _int_at_least(1), "a byte count >= 1"
+        ),
+        cache_lock_timeout=get("LB_CACHE_LOCK_TIMEOUT", "5", _positive_float, positive),
     )
 
 

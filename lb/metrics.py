@@ -155,3 +155,67 @@ class Metrics:
             self.outstanding.labels(name).set(row["outstanding"])
             self.healthy.labels(name).set(1 if row["healthy"] else 0)
             self.breaker_state.labels(name).set(BREAKER_VALUES.get(row["breaker"], 2))
+
+
+class CacheMetrics:
+    """The micro-cache's lb_cache_* metrics (lb/cache/); implements its CacheEvents."""
+
+    def __init__(self, registry: CollectorRegistry, max_bytes: int) -> None:
+        self.requests = Counter(
+            "lb_cache_requests",
+            "GET/HEAD requests by what the cache did: hit, stale_revalidate, stale_error, "
+            "coalesced, miss, bypass (Authorization, cookies, Range).",
+            ["result"],
+            registry=registry,
+        )
+        self.bytes = Gauge(
+            "lb_cache_bytes",
+            "Bytes held by the cache (keys, heads, bodies, overhead), summed over workers.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.limit = Gauge(
+            "lb_cache_limit_bytes",
+            "LB_CACHE_BYTES, summed over workers (each worker has its own cache).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.entries = Gauge(
+            "lb_cache_entries",
+            "Stored responses, summed over workers.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.purges = Counter(
+            "lb_cache_purges",
+            "Purge orders applied, by source (header, redis, gap: a reconnect forgot all).",
+            ["source"],
+            registry=registry,
+        )
+        self.purged_keys = Counter(
+            "lb_cache_purged_keys", "Keys dropped by purge orders.", registry=registry
+        )
+        self.evictions = Counter(
+            "lb_cache_evictions", "Keys evicted to stay within LB_CACHE_BYTES.", registry=registry
+        )
+        self.limit.set(max_bytes)
+        self._results: dict[str, Any] = {}
+        self._evicted = 0
+
+    def result(self, name: str) -> None:
+        child = self._results.get(name)
+        if child is None:
+            child = self._results[name] = self.requests.labels(name)
+        child.inc()
+
+    def purged(self, source: str, keys: int) -> None:
+        self.purges.labels(source).inc()
+        if keys:
+            self.purged_keys.inc(keys)
+
+    def sync(self, bytes_held: int, entries: int, evicted: int) -> None:
+        self.bytes.set(bytes_held)
+        self.entries.set(entries)
+        if evicted > self._evicted:
+            self.evictions.inc(evicted - self._evicted)
+            self._evicted = evicted

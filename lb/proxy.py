@@ -10,6 +10,7 @@ from typing import Final
 from lb import headers as h
 from lb.accesslog import AccessLog
 from lb.admission.service import Admission
+from lb.cache.edge import EdgeCache, Fill
 from lb.config import Settings
 from lb.errors import (
     BadGateway,
@@ -72,7 +73,9 @@ class Proxy:
         resolver: ClientResolver,
         rng: random.Random,
         loop: asyncio.AbstractEventLoop,
+        cache: EdgeCache | None = None,
     ) -> None:
+        self.cache = cache  # issue 10: the micro-cache (lb/cache/); None when LB_CACHE_BYTES=0
         self.settings = settings
         self.pool = pool
         self.upstream = upstream
@@ -197,6 +200,20 @@ class Proxy:
             (h.X_REQUEST_ID, rid),
         )
         try:
+            # issue 10: after admission (as nginx's limit_req runs before its cache: admission
+            # is fairness between clients, whatever answers), GET/HEAD go through the cache,
+            # which answers from memory or calls _forward with a Fill
+            if self.cache is not None and self.cache.wants(request):
+                return await self.cache.handle(
+                    request,
+                    client,
+                    answer_headers,
+                    upstream_extra[1][1],  # the scheme, X-Forwarded-Proto
+                    lambda req, to, fill: self._forward(
+                        req, to, upstream_extra, answer_headers, fill
+                    ),
+                    draining=self.draining,
+                )
             return await self._forward(request, client, upstream_extra, answer_headers)
         except LbError as exc:
             exc.headers = (*exc.headers, *answer_headers[1:])
@@ -208,6 +225,7 @@ class Proxy:
         client: ClientConnection,
         upstream_extra: tuple[tuple[str, str], ...],
         answer_headers: tuple[tuple[str, str], ...],
+        fill: Fill | None = None,  # issue 10: the cache's capture of this answer
     ) -> Answer:
         settings = self.settings
         pool = self.pool
@@ -323,7 +341,7 @@ class Proxy:
                 pool.retry_budget.release()
             try:
                 return await self._respond(
-                    request, client, conn, cpool, backend, outcome, answer_headers
+                    request, client, conn, cpool, backend, outcome, answer_headers, fill
                 )
             finally:
                 if budgeted:
@@ -414,9 +432,18 @@ class Proxy:
         backend: Backend,
         outcome: Outcome,
         answer_headers: tuple[tuple[str, str], ...],
+        fill: Fill | None = None,
     ) -> Answer:
         """Relay the backend's response; report the attempt to the pool exactly once."""
         try:
+            if self.cache is not None and not conn.upgraded:
+                # issue 10: the cache sees the head first (purge orders, what to store); with
+                # a stale entry it may answer instead of a backend error (stale-if-error)
+                instead = self.cache.on_head(conn, fill)
+                if instead is not None:
+                    conn.abort()
+                    self.pool.finish(backend, outcome)
+                    return instead
             if conn.upgraded:
                 outcome = await tunnel(request, client, conn, answer_headers)
                 keep = False
@@ -428,7 +455,10 @@ class Proxy:
                     answer_headers,
                     idle_timeout=self.settings.idle_timeout,
                     draining=self.draining,
+                    tee=None if fill is None else fill.feed,  # issue 10: capture the body
                 )
+                if fill is not None:
+                    fill.finish(failure is None)
                 outcome = failure or outcome
         except BaseException:  # cancelled, or a bug: the attempt still ends exactly once
             conn.abort()

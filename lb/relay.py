@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Final
 
 from lb import headers as h
@@ -35,12 +36,14 @@ async def relay(
     *,
     idle_timeout: float,
     draining: bool,
+    tee: Callable[[bytes], None] | None = None,
 ) -> tuple[Outcome | None, bool]:
     """Send the backend's response (head received) to the client.
 
     Returns the failure that cut it short (None: it went through) and whether the client
     connection may carry another request. A response cut short drops the client
     connection, so the client sees a truncated answer, not a complete-looking wrong one.
+    `tee` gets every body piece as it goes out (the cache's capture).
     """
     http11 = request.version == "1.1"
     how = framing(request.method, conn.status, conn.length_known, http11)
@@ -61,6 +64,8 @@ async def relay(
         if conn.complete:
             # the whole answer is here: head and body leave in one write
             data = conn.take_body()
+            if tee is not None:
+                tee(data)
             if chunked:
                 data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
             writing = True
@@ -75,6 +80,8 @@ async def relay(
                 chunk = await conn.read_chunk()
                 if not chunk:
                     break
+                if tee is not None:
+                    tee(chunk)
                 writing = True
                 client.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                 await client.drain()

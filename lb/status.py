@@ -96,6 +96,7 @@ class StatusBoard:
             "backends": list(backends.values()),
             "admission": admission,
             "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],
+            "cache": combine_cache(snapshots),
         }
 
 
@@ -158,6 +159,46 @@ tr.down {{ background: #fdd; }} tr.up {{ background: #efe; }}
 </table>
 <h2>admission</h2><p>mode: {esc(str(admission.get("mode", "off")))}</p><ul>{rules}</ul>
 <h2>most rejected clients</h2><ul>{rejected or "<li>none</li>"}</ul>
+{render_cache_html(status.get("cache"))}
 <p><a href="/status?format=json">JSON</a> &middot; <a href="/metrics">metrics</a></p>
 </body></html>
 """
+
+
+def combine_cache(snapshots: Sequence[Snapshot]) -> Snapshot | None:
+    """The workers' micro-caches (lb/cache/) as one: sizes and counters summed, hit ratio.
+
+    None when the cache is off (LB_CACHE_BYTES=0).
+    """
+    caches = [snap["cache"] for snap in snapshots if snap.get("cache")]
+    if not caches:
+        return None
+    total: dict[str, Any] = {"workers": len(caches), "results": {}, "purges": {}}
+    for field in ("max_bytes", "bytes", "entries", "keys", "evicted", "purged", "in_flight"):
+        total[field] = sum(c.get(field, 0) for c in caches)
+    total["lock_timeouts"] = sum(c.get("lock_timeouts", 0) for c in caches)
+    for group in ("results", "purges"):
+        for c in caches:
+            for name, count in c.get(group, {}).items():
+                total[group][name] = total[group].get(name, 0) + count
+    results = total["results"]
+    looked = sum(results.values())
+    served = sum(results.get(r, 0) for r in ("hit", "stale_revalidate", "stale_error", "coalesced"))
+    total["hit_ratio"] = round(served / looked, 4) if looked else 0.0
+    total["subscribers"] = sorted({str(c.get("subscriber")) for c in caches})
+    return total
+
+
+def render_cache_html(cache: Snapshot | None) -> str:
+    """The cache section of the status page."""
+    if not cache:
+        return "<h2>cache</h2><p>off (LB_CACHE_BYTES=0)</p>"
+    results = ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(cache["results"].items()))
+    return (
+        f"<h2>cache</h2><p>hit ratio {cache['hit_ratio']:.1%}; "
+        f"{cache['bytes'] / 1048576:.1f} of {cache['max_bytes'] / 1048576:.1f} MiB, "
+        f"{cache['entries']} entries over {cache['workers']} worker(s); "
+        f"{cache['in_flight']} fetches in flight; evicted {cache['evicted']}, "
+        f"purged {cache['purged']}; purge subscription: "
+        f"{html.escape(', '.join(cache['subscribers']))}</p><p>{results}</p>"
+    )

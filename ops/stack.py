@@ -163,6 +163,7 @@ def build_plan(
     # Locally the load generator and a dev TLS front sit on loopback: believe their
     # X-Forwarded-For, so each simulated client gets its own bucket. Set it empty to turn off.
     lb_env.setdefault("LB_TRUSTED_PROXIES", LOCAL_TRUSTED_PROXIES)
+    lb_env.setdefault("LB_CACHE_BYTES", str(64 * 1024 * 1024))  # the micro-cache, per worker
     lb_env.setdefault("PYTHONUNBUFFERED", "1")
     if stores.redis_url:
         lb_env["REDIS_URL"] = stores.redis_url

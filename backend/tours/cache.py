@@ -15,13 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
 
 from backend import metrics
 
@@ -106,3 +110,58 @@ tour_list_cache = TourListCache()
 
 def invalidate_tour_list() -> None:
     tour_list_cache.invalidate()
+    purge_edge("tours")  # every tour page the lb holds (list and detail pages carry it)
+
+
+# --- the lb's micro-cache: purge orders after writes ------------------------------------------
+# Tour pages carry tags (`Surrogate-Key: tours tour:<id>`, set by
+# backend.common.cache_headers); after a write commits, the affected tags are published on
+# Redis (every lb worker subscribes) and named in the response's X-Cache-Purge header (which
+# the lb that relays it acts on at once, with or without Redis).
+
+_purges: ContextVar[set[str] | None] = ContextVar("edge_purges", default=None)
+_client_lock = threading.Lock()
+_client: Any = None
+
+
+@contextmanager
+def collect_purges() -> Iterator[set[str]]:
+    """The tags purged while handling one request (for its X-Cache-Purge header)."""
+    tags: set[str] = set()
+    token = _purges.set(tags)
+    try:
+        yield tags
+    finally:
+        _purges.reset(token)
+
+
+def seats_changed(alias: str, tour_id: uuid.UUID) -> None:
+    """A tour's seat count changes in the current transaction on `alias`: purge its pages
+    once that commits (at once when no transaction is open)."""
+    tag = f"tour:{tour_id}"
+    transaction.on_commit(lambda: purge_edge(tag), using=alias)
+
+
+def purge_edge(*tags: str) -> None:
+    """Tell every lb to drop the entries carrying any of `tags`. Never fails the caller."""
+    collected = _purges.get()
+    if collected is not None:
+        collected.update(tags)
+    if not settings.REDIS_URL or not tags:
+        return
+    try:
+        _redis().publish(settings.EDGE_PURGE_CHANNEL, " ".join(sorted(tags)))
+    except Exception as exc:  # the lb entries then live out their max-age (1 s by default)
+        log.warning("edge cache purge of %s not published: %s", tags, exc)
+
+
+def _redis() -> Any:
+    global _client
+    with _client_lock:
+        if _client is None:
+            import redis
+
+            _client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+        return _client

@@ -38,6 +38,10 @@ FIXED_METRICS = {
     "backend_bookings_total",
     "backend_shard_up",
     "backend_shard_unavailable_total",
+    # the lb's micro-cache (issue 10)
+    "lb_cache_requests_total",
+    "lb_cache_bytes",
+    "lb_cache_limit_bytes",
 }
 
 _ENV_READ = re.compile(
