@@ -254,3 +254,15 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_FAILURE_VIEW = "backend.common.views.csrf_failure"
+
+# --- the web site (backend/site, mounted at /): sessions + CSRF for its forms; the API keeps JWT ---
+INSTALLED_APPS.append("backend.site.apps.SiteConfig")
+LOGIN_URL = "site:login"
+LOGIN_REDIRECT_URL = "site:home"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Secure cookies once served over TLS (compose's nginx front); plain http stays usable locally
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool(ENV, "DJANGO_SECURE_COOKIES", not DEBUG)
+# a browser gets an HTML page for a rejected form; API clients keep the JSON body
+CSRF_FAILURE_VIEW = "backend.site.negotiation.csrf_failure"
