@@ -50,6 +50,12 @@ def no_problems(c: Customer, *expected: str) -> None:
     assert left == [], left
 
 
+def test_ops_up_names_the_site_first(site_stack: SiteStack) -> None:
+    log = site_stack.process.log(20000)
+    rows = log.split("=" * 20 + "\n", 1)[1].splitlines()
+    assert rows[0].split() == ["web", "site", f"{site_stack.url}/"]
+
+
 def test_register_log_in_search_book_pay_see_it_cancel_it(
     customer: Open, site_stack: SiteStack
 ) -> None:
