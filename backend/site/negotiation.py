@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 
 from backend.common import views as json_views
+from backend.common.exceptions import domain_error_for
 
 
 def _quality(accept: str, wanted: str) -> float:
@@ -82,6 +83,30 @@ def post_only(target: str) -> Callable[[Callable[..., HttpResponse]], Callable[.
 
 def error_page(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
     return page(request, "site/error.html", {"title": title, "message": message}, status)
+
+
+TITLES = {404: "Not found", 409: "That did not work", 503: "Please try again in a moment"}
+
+
+def domain_errors_as_pages(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A domain error a view did not handle (a shard down: 503, too deep a page: 400) becomes
+    a page with the API's status and headers (Retry-After), the way the API answers JSON."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except Exception as exc:
+            error = domain_error_for(exc)
+            if error is None:
+                raise  # a bug: handler500 answers and logs it
+            title = TITLES.get(error.status, "Something went wrong")
+            response = error_page(request, error.status, title, error.detail)
+            for name, value in error.headers().items():
+                response[name] = value
+            return response
+
+    return wrapped
 
 
 # --- handlers wired in backend/urls.py and settings (JSON unless a browser asks for a page) ---

@@ -1,22 +1,32 @@
 """Routes of the web site, mounted at / (the API stays under /api/, the admin under /admin/)."""
 
-from django.urls import path
+from collections.abc import Callable
+
+from django.http import HttpResponse
+from django.urls import URLPattern, path
 
 from . import account, catalogue, checkout
+from .negotiation import domain_errors_as_pages
 
 app_name = "site"
 
+
+def page(route: str, view: Callable[..., HttpResponse], name: str) -> URLPattern:
+    """A route whose unhandled domain errors answer as pages (the API's status, a site page)."""
+    return path(route, domain_errors_as_pages(view), name=name)
+
+
 urlpatterns = [
-    path("", catalogue.home, name="home"),
-    path("tours/<uuid:tour_id>/", catalogue.tour_detail, name="tour"),
-    path("tours/<uuid:tour_id>/seats/", catalogue.tour_seats, name="tour-seats"),
-    path("tours/<uuid:tour_id>/book/", checkout.book, name="book"),
-    path("tours/<uuid:tour_id>/review/", checkout.review, name="review"),
-    path("bookings/", checkout.my_bookings, name="bookings"),
-    path("bookings/<uuid:booking_id>/", checkout.booking_detail, name="booking"),
-    path("bookings/<uuid:booking_id>/pay/", checkout.pay, name="pay"),
-    path("bookings/<uuid:booking_id>/cancel/", checkout.cancel, name="cancel"),
-    path("register/", account.register, name="register"),
-    path("login/", account.site_login, name="login"),
-    path("logout/", account.sign_out, name="logout"),
+    page("", catalogue.home, "home"),
+    page("tours/<uuid:tour_id>/", catalogue.tour_detail, "tour"),
+    page("tours/<uuid:tour_id>/seats/", catalogue.tour_seats, "tour-seats"),
+    page("tours/<uuid:tour_id>/book/", checkout.book, "book"),
+    page("tours/<uuid:tour_id>/review/", checkout.review, "review"),
+    page("bookings/", checkout.my_bookings, "bookings"),
+    page("bookings/<uuid:booking_id>/", checkout.booking_detail, "booking"),
+    page("bookings/<uuid:booking_id>/pay/", checkout.pay, "pay"),
+    page("bookings/<uuid:booking_id>/cancel/", checkout.cancel, "cancel"),
+    page("register/", account.register, "register"),
+    page("login/", account.site_login, "login"),
+    page("logout/", account.sign_out, "logout"),
 ]

@@ -99,3 +99,15 @@ def test_cookies_are_httponly_lax_and_secure_only_behind_tls(base: str) -> None:
         f"{base}/login/", headers={**BROWSER, "X-Forwarded-Proto": "https"}, timeout=10
     )
     assert "csrftoken=" in tls.headers["Set-Cookie"] and "Secure" in tls.headers["Set-Cookie"]
+
+
+def test_bad_filters_and_too_deep_pages_are_pages_not_crashes(base: str) -> None:
+    bad = requests.get(f"{base}/?price_min=cheap&date_from=soon", headers=BROWSER, timeout=10)
+    assert bad.status_code == 200 and "Please check the filters" in bad.text
+    deep = requests.get(f"{base}/?page=9999", headers=BROWSER, timeout=10)
+    assert deep.status_code == 400 and deep.headers["Content-Type"].startswith("text/html")
+    assert "narrow the filters" in deep.text
+    missing = requests.get(
+        f"{base}/tours/{'0' * 8}-0000-4000-8000-{'0' * 12}/", headers=BROWSER, timeout=10
+    )
+    assert missing.status_code == 404 and "Tour not found" in missing.text
