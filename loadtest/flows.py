@@ -37,6 +37,7 @@ PAGE_SEARCH = "pages: search"
 PAGE_TOUR = "pages: tour"
 PAGE_SEATS = "pages: seats"
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+SITE_SHARE = 0.5  # of the crowd's views: pages of the web site; the rest are apps on the API
 MAX_RETRY_AFTER = 10.0
 MAX_ATTEMPTS = 4
 
@@ -155,7 +156,9 @@ class Browser(TourBookUser):
 
     @task(4)
     def list_tours(self) -> None:
-        self.call("GET", "/", PAGE_HOME, headers=HTML)
+        if self.tour_ids and self.on_site():
+            self.call("GET", "/", PAGE_HOME, headers=HTML)
+            return
         tours = self.learn_tours()
         if tours:
             self.tour_ids = [t["id"] for t in tours]
@@ -163,7 +166,9 @@ class Browser(TourBookUser):
     @task(2)
     def search_tours(self) -> None:
         word = random.choice(SEARCH_WORDS)
-        self.call("GET", "/?" + urlencode({"search": word}), PAGE_SEARCH, headers=HTML)
+        if self.tour_ids and self.on_site():
+            self.call("GET", "/?" + urlencode({"search": word}), PAGE_SEARCH, headers=HTML)
+            return
         tours = self.learn_tours(word)
         if tours:
             self.tour_ids = [t["id"] for t in tours]
@@ -174,10 +179,17 @@ class Browser(TourBookUser):
             self.list_tours()
         if self.tour_ids:
             tour = random.choice(self.tour_ids)
-            self.call("GET", f"/tours/{tour}/", PAGE_TOUR, headers=HTML)
-            self.call("GET", f"/api/tours/{tour}/", names.TOUR_DETAIL)
-            # the open page polls its seat count (every 2 s in a browser; once per visit here)
-            self.call("GET", f"/tours/{tour}/seats/", PAGE_SEATS, headers=HTML)
+            if self.on_site():
+                self.call("GET", f"/tours/{tour}/", PAGE_TOUR, headers=HTML)
+                # the open page polls its seat count (every 2 s in a browser; once here)
+                self.call("GET", f"/tours/{tour}/seats/", PAGE_SEATS, headers=HTML)
+            else:
+                self.call("GET", f"/api/tours/{tour}/", names.TOUR_DETAIL)
+
+    @staticmethod
+    def on_site() -> bool:
+        """This view is a page of the web site (else an app's API call)."""
+        return random.random() < SITE_SHARE
 
 
 class Booker(TourBookUser):
