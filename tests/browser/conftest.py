@@ -233,3 +233,11 @@ def shoot(page: Any, name: str) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{name}: {overflow}px wider than a {label} screen"
     page.set_viewport_size(original)
+    # screen-reader basics on every page: one h1, every form control has a label
+    assert page.locator("h1").count() == 1, f"{name}: one h1 per page"
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+            .map(el => el.name || el.id)"""
+    )
+    assert unlabelled == [], f"{name}: controls without a label: {unlabelled}"

@@ -6,6 +6,7 @@ Each test is one customer's story; screenshots of every page land in var/screens
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -51,7 +52,10 @@ def no_problems(c: Customer, *expected: str) -> None:
 
 
 def test_ops_up_names_the_site_first(site_stack: SiteStack) -> None:
-    log = site_stack.process.log(20000)
+    deadline = time.monotonic() + 30  # the summary follows the lb's first answers
+    while "tourbook stack is up" not in (log := site_stack.process.log(20000)):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.2)
     rows = log.split("=" * 20 + "\n", 1)[1].splitlines()
     assert rows[0].split() == ["web", "site", f"{site_stack.url}/"]
 
@@ -250,6 +254,19 @@ def test_first_page_load_is_light(customer: Open) -> None:
     assert any(url.endswith("htmx.min.js") for url in sizes), sizes
     assert all("/static/" in url and url.startswith(c.base) for url in sizes), sizes  # no CDN
     assert sum(sizes.values()) < 150 * 1024, sizes
+    no_problems(c)
+
+
+def test_keyboard_reaches_the_content_with_a_visible_focus(customer: Open) -> None:
+    c = customer()
+    c.go("/")
+    c.page.keyboard.press("Tab")
+    focused = c.page.evaluate("document.activeElement.textContent")
+    assert focused == "Skip to content"
+    outline = c.page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")
+    c.page.keyboard.press("Enter")
+    assert c.page.evaluate("document.activeElement.id") == "main"
     no_problems(c)
 
 
