@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from backend.bookings.serializers import MAX_SEATS_PER_BOOKING
 from backend.common.errors import DomainError
@@ -44,7 +44,7 @@ def tour_page(params: dict[str, Any], page_number: int, page_size: int) -> dict[
     return data
 
 
-@require_GET
+@require_safe
 def home(request: HttpRequest) -> HttpResponse:
     raw = {k: v.strip() for k, v in request.GET.items() if k in FILTER_FIELDS or k == "page"}
     given = {k: v for k, v in raw.items() if v}
@@ -76,7 +76,7 @@ def home(request: HttpRequest) -> HttpResponse:
     return page(request, "site/home.html", context)
 
 
-@require_GET
+@require_safe
 def tour_detail(request: HttpRequest, tour_id: uuid.UUID) -> HttpResponse:
     try:
         tour = selectors.tour_get(tour_id=tour_id)
@@ -94,7 +94,7 @@ def tour_detail(request: HttpRequest, tour_id: uuid.UUID) -> HttpResponse:
 
 
 @never_cache
-@require_GET
+@require_safe
 def tour_seats(request: HttpRequest, tour_id: uuid.UUID) -> HttpResponse:
     """The small fragment the tour page polls: seats left, or sold out."""
     try:

@@ -73,6 +73,13 @@ class SiteStack:
     url: str
     backends: list[str]
     process: Process
+    var: Path
+
+    def replica_logs(self) -> str:
+        """What the replicas logged (the local stack's mail backend prints mails there)."""
+        return "".join(
+            p.read_text(errors="replace") for p in sorted((self.var / "log").glob("backend-*.log"))
+        )
 
     def api(self, address: str | None = None) -> Api:
         return Api(self.url, address or client_address())
@@ -159,7 +166,7 @@ def site_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteStack]:
     try:
         process.wait_http(f"{url}/api/tours/", timeout=180)
         backends = [f"http://127.0.0.1:{base + i}" for i in range(REPLICAS)]
-        yield SiteStack(url=url, backends=backends, process=process)
+        yield SiteStack(url=url, backends=backends, process=process, var=var)
     finally:
         process.signal(signal.SIGINT)
         process.stop(timeout=40)

@@ -98,6 +98,11 @@ def test_register_log_in_search_book_pay_see_it_cancel_it(
     expect(c.page.get_by_role("heading", name="Booking confirmed")).to_be_visible()
     expect(c.page.locator("#status")).to_have_text("confirmed")
     shoot(c.page, "booking-confirmed")
+    reference = c.page.locator("code").inner_text()
+    deadline = time.monotonic() + 10  # and its email went out (the console mail backend)
+    while f"Your booking {reference} is confirmed" not in site_stack.replica_logs():
+        assert time.monotonic() < deadline, "no confirmation email"
+        time.sleep(0.2)
     api = site_stack.api()
     assert api.tour_named("Black Friday Lisbon Weekend")["seats_available"] == before - 2
 
