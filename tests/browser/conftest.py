@@ -178,11 +178,16 @@ def browser() -> Iterator[Any]:
         pytest.fail(
             "Debian's chromium is not installed (./dev installs it): apt-get install chromium"
         )
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)  # a busy CI machine; waits end as soon as they hold
 
     with sync_playwright() as pw:
         launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+            executable_path=str(CHROMIUM),
+            headless=True,
+            # root in CI has no user namespaces for the sandbox; small containers have a tiny /dev/shm
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
         )
         yield launched
         launched.close()
