@@ -37,7 +37,7 @@ def register(request: HttpRequest) -> HttpResponse:
             try:
                 user = user_register(**data.validated_data)
             except ValidationFailed as exc:
-                errors = exc.extra.get("errors", {"__all__": [exc.detail]})
+                errors = exc.extra.get("errors", {"non_field_errors": [exc.detail]})
             else:
                 login(request, user, backend="django.contrib.auth.backends.ModelBackend")
                 return redirect(safe_next(request))
