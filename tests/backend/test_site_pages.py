@@ -111,3 +111,24 @@ def test_bad_filters_and_too_deep_pages_are_pages_not_crashes(base: str) -> None
         f"{base}/tours/{'0' * 8}-0000-4000-8000-{'0' * 12}/", headers=BROWSER, timeout=10
     )
     assert missing.status_code == 404 and "Tour not found" in missing.text
+
+
+def test_register_form_says_what_is_wrong(base: str, api_client: Any) -> None:
+    taken = api_client.user(base).user["username"]
+    browser = requests.Session()
+    form = browser.get(f"{base}/register/", headers=BROWSER, timeout=10)
+    again = browser.post(
+        f"{base}/register/",
+        headers=BROWSER,
+        data={
+            "username": taken,
+            "email": "x@example.com",
+            "password": "123",
+            "csrfmiddlewaretoken": csrf_of(form),
+        },
+        timeout=10,
+    )
+    assert again.status_code == 200
+    assert "A user with that username already exists." in again.text
+    assert f'value="{taken}"' in again.text  # what was typed is kept (but not the password)
+    assert 'value="123"' not in again.text
