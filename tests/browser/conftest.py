@@ -128,9 +128,7 @@ class Api:
         return found[0]  # type: ignore[no-any-return]
 
 
-@pytest.fixture(scope="module")
-def site_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteStack]:
-    var = tmp_path_factory.mktemp("site-stack")
+def start_stack(var: Path) -> tuple[Process, str, list[str]]:
     port, admin_port, base = free_port(), free_port(), free_run(REPLICAS)
     env = {
         "DATABASE_URL": "",
@@ -165,7 +163,26 @@ def site_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteStack]:
     url = f"http://127.0.0.1:{port}"
     try:
         process.wait_http(f"{url}/api/tours/", timeout=180)
-        backends = [f"http://127.0.0.1:{base + i}" for i in range(REPLICAS)]
+    except BaseException:
+        process.signal(signal.SIGINT)
+        process.stop(timeout=40)
+        raise
+    return process, url, [f"http://127.0.0.1:{base + i}" for i in range(REPLICAS)]
+
+
+@pytest.fixture(scope="module")
+def site_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteStack]:
+    var = tmp_path_factory.mktemp("site-stack")
+    # a free port can still be taken before a replica binds it (another test's client socket
+    # borrows it as its local port on this shared machine): then start again on other ports
+    for attempt in range(3):
+        try:
+            process, url, backends = start_stack(var)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
         yield SiteStack(url=url, backends=backends, process=process, var=var)
     finally:
         process.signal(signal.SIGINT)
