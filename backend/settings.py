@@ -231,3 +231,22 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_FAILURE_VIEW = "backend.common.views.csrf_failure"
+
+# --- the web site (backend/site, mounted at /): sessions + CSRF for its forms; the API keeps JWT ---
+INSTALLED_APPS.append("backend.site.apps.SiteConfig")
+LOGIN_URL = "site:login"
+LOGIN_REDIRECT_URL = "site:home"
+# with a shared cache, sessions are read through it (a per-process cache would let a session
+# logged out on one replica live on in another's)
+if REDIS_URL:
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# `Secure` on requests that came over TLS (compose's nginx front); plain http stays usable
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+    "backend.site.middleware.SecureCookiesBehindTls",
+)
+# a browser gets an HTML page for a rejected form; API clients keep the JSON body
+CSRF_FAILURE_VIEW = "backend.site.negotiation.csrf_failure"

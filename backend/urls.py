@@ -1,4 +1,5 @@
-"""URL map: /api/... (JSON only), /admin/, /healthz, /readyz, /metrics, /api/schema/, /api/docs/."""
+"""URL map: /api/... (JSON only), /admin/, /healthz, /readyz, /metrics, /api/schema/, /api/docs/,
+and the web site at / (backend/site)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from backend.health import views as health
 
 handler400 = "backend.common.views.bad_request"
 handler403 = "backend.common.views.permission_denied"
-handler404 = "backend.common.views.not_found"
+# JSON, unless a browser asks for a page (backend/site/negotiation.py)
+handler404 = "backend.site.negotiation.not_found"
 handler500 = "backend.common.views.server_error"
 
 urlpatterns = [
@@ -26,6 +28,7 @@ urlpatterns = [
     path("api/bookings/", include("backend.bookings.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("backend.site.urls")),
 ]
 
 if settings.SERVE_MEDIA:

@@ -161,6 +161,7 @@ class Proxy:
             ((h.X_REQUEST_ID, rid), *extra),
             close=close,
             head_only=request.method == "HEAD",
+            accept=request.header(b"accept"),
         )
         try:
             client.write(data)

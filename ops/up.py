@@ -267,7 +267,7 @@ class Stack:
         if self.stop_requested.is_set():
             return 0
         pids = self.write_pids({})
-        self.say(summary(plan, staff))
+        self.say(announce(plan, staff))
 
         last_expiry = time.monotonic()
         while not self.stop_requested.wait(0.5):
@@ -303,6 +303,14 @@ class Stack:
             self.redis.stop()
         for server in reversed(self.postgres):
             server.stop("fast")
+
+
+def announce(plan: Plan, staff: str | None) -> str:
+    """The summary, led by the web site's address: what most people starting the stack open."""
+    text = summary(plan, staff)
+    head, rule, rows = text.partition("=" * 20 + "\n")
+    column = rows.splitlines()[0].index(plan.public_url)  # where the summary's values start
+    return f"{head}{rule}{'  web site':<{column}}{plan.public_url}/\n{rows}"
 
 
 def staff_username(seed_output: str) -> str:

@@ -92,6 +92,8 @@ class JsonErrorMiddleware:
             response.status_code < 400
             or _is_json(response)
             or request.path.startswith("/admin/")
+            # the web site's own error pages (backend/site: not found, declined card, ...)
+            or getattr(response, "site_page", False)
             or getattr(response, "streaming", False)
         ):
             return response
