@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lb.admission.service import build_admission
-from lb.config import Settings
+from lb.config import Settings, admission_options
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
@@ -44,7 +44,7 @@ class Runtime:
             settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
-        self.admission = build_admission(settings, registry)
+        self.admission = build_admission(admission_options(settings), registry)
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
         self.upstream = UpstreamClient(
