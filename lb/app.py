@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -14,8 +15,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from lb.admission.authority import PolicyAuthority
+from lb.admission.distribution import Holder
+from lb.admission.options import AdmissionOptions
 from lb.admission.service import build_admission
-from lb.config import Settings, admission_options
+from lb.config import BackendURL, Settings, admission_options
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
@@ -44,7 +48,9 @@ class Runtime:
             settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
-        self.admission = build_admission(admission_options(settings), registry)
+        options = admission_options(settings)
+        self.admission = build_admission(options, registry)
+        self.policy = policy_authority(self.admission, options)
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
         self.upstream = UpstreamClient(
@@ -77,6 +83,7 @@ class Runtime:
 
     async def start(self, sock: socket.socket) -> None:
         await self.admission.start()
+        await self.policy.start()  # the fleet's policy, before the first request
         await self.checker.start()
         await self.server.start(sock)
         self._sync_task = asyncio.create_task(self._sync(), name="lb-sync")
@@ -107,8 +114,23 @@ class Runtime:
         if self.proxy.access_log is not None:
             self.proxy.access_log.flush()
         with contextlib.suppress(Exception):
+            await self.policy.close()
+        with contextlib.suppress(Exception):
             await self.admission.close()
         self.upstream.close()
+
+    def set_backends(self, backends: tuple[BackendURL, ...]) -> tuple[list[str], list[str]]:
+        """Replace the backend set live (kept backends keep their state); (added, removed)."""
+        # a throwaway pool builds the new backends exactly as at start; kept ones stay as they are
+        fresh = Pool.from_settings(
+            dataclasses.replace(self.settings, backends=backends),
+            clock=time.monotonic,
+            events=self.metrics,
+        )
+        added, removed = self.pool.set_backends(fresh.backends)
+        if added or removed:
+            log.warning("backends: added %s, removed %s", added or "none", removed or "none")
+        return added, removed
 
     def snapshot(self) -> dict[str, Any]:
         """This process's state for /status."""
@@ -136,3 +158,13 @@ class Runtime:
                     tick()
             except Exception:
                 log.exception("periodic sync failed")
+
+
+def policy_authority(holder: Holder, options: AdmissionOptions) -> PolicyAuthority:
+    """Policy changes through Redis when the lb has one (every process follows it), else local."""
+    store = None
+    if options.redis_url:
+        from lb.admission.distribution import RedisPolicyStore
+
+        store = RedisPolicyStore(options.redis_url, cluster=options.redis_cluster)
+    return PolicyAuthority(holder, options.boot_policy(), store=store)

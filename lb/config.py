@@ -136,6 +136,11 @@ def _backends(text: str) -> tuple[BackendURL, ...]:
     return backends
 
 
+def parse_backends(text: str) -> tuple[BackendURL, ...]:
+    """LB_BACKENDS' grammar, for the admin listener's live backend set; ValueError if bad."""
+    return _backends(text)
+
+
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(
         ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()
@@ -295,7 +300,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "one of DEBUG, INFO, WARNING, ERROR",
         ),
         access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
-        admin_token=get("LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ visible characters"),
+        admin_token=get(
+            "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ visible characters"
+        ),
     )
 
 

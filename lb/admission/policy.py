@@ -102,7 +102,9 @@ def updated(base: Policy, body: Mapping[str, Any], *, require_all: bool = False)
     if "rules" in body:
         text = body["rules"]
         if not isinstance(text, str):
-            raise PolicyError("rules", "expected a string of METHOD PATH_PREFIX=CAPACITY/RATE rules")
+            raise PolicyError(
+                "rules", "expected a string of METHOD PATH_PREFIX=CAPACITY/RATE rules"
+            )
         try:
             changes["rules"] = parse_rules(text)
         except RuleError as exc:
