@@ -40,13 +40,13 @@ async def open_loop(
     rate: float,
     seconds: float,
     headers: Callable[[int], dict[str, str]] = lambda i: {},
-    timeout: float = 30.0,
+    request_timeout: float = 30.0,
 ) -> list[Sent]:
     """Send `rate` requests per second for `seconds` to `urls(i)`; every result, in order."""
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     results: list[Sent] = []
     async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+        connector=connector, timeout=aiohttp.ClientTimeout(total=request_timeout)
     ) as session:
 
         async def one(item: Sent, head: dict[str, str]) -> None:

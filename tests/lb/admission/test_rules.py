@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from lb.admission.rules import Rule, RuleError, RuleSet, parse_rule, parse_rules
-from lb.admission.rules import default_rule, format_rules
+from lb.admission.rules import (
+    Rule,
+    RuleError,
+    RuleSet,
+    default_rule,
+    format_rules,
+    parse_rule,
+    parse_rules,
+)
 from lb.config import ConfigError, load_settings
 
 
