@@ -44,7 +44,8 @@ class HeavyHitters:
         return len(self._counts)
 
 
-Arrival = tuple[int, str, str, int]  # second (unix time), method, path, requests
+# second (unix time), method, path, requests, first and last arrival time within the second
+Arrival = tuple[int, str, str, int, float, float]
 
 
 class ArrivalLog:
@@ -52,7 +53,8 @@ class ArrivalLog:
 
     Bounded three ways, so a flood of clients or paths cannot grow it: at most `clients`
     clients (the least recently seen is forgotten first), at most `per_client` entries each
-    (one entry per second and method+path run, oldest dropped first), paths cut to
+    (one entry per second and method+path run, oldest dropped first; the first and last
+    arrival of the run place its requests within the second), paths cut to
     `PATH_LIMIT` characters. Light clients never matter to a preview (they fit any sane
     bucket); the heavy ones are the recently and often seen, which is what stays.
     """
@@ -74,7 +76,8 @@ class ArrivalLog:
         self._clients: OrderedDict[str, deque[list[Any]]] = OrderedDict()
 
     def add(self, client: str, method: str, path: str) -> None:
-        second = int(self._clock())
+        now = self._clock()
+        second = int(now)
         entries = self._clients.get(client)
         if entries is None:
             entries = self._clients[client] = deque(maxlen=self._per_client)
@@ -85,15 +88,16 @@ class ArrivalLog:
             last = entries[-1]
             if last[0] == second and last[1] == method and last[2] == path[: self.PATH_LIMIT]:
                 last[3] += 1
+                last[5] = now
                 return
-        entries.append([second, method, path[: self.PATH_LIMIT], 1])
+        entries.append([second, method, path[: self.PATH_LIMIT], 1, now, now])
 
     def since(self, seconds: float) -> dict[str, list[Arrival]]:
         """Each client's arrivals of the last `seconds` (at most the window), oldest first."""
         start = int(self._clock() - min(seconds, self.window))
         found: dict[str, list[Arrival]] = {}
         for client, entries in self._clients.items():
-            recent = [(e[0], e[1], e[2], e[3]) for e in entries if e[0] >= start]
+            recent = [(e[0], e[1], e[2], e[3], e[4], e[5]) for e in entries if e[0] >= start]
             if recent:
                 found[client] = recent
         return found

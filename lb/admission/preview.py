@@ -1,8 +1,9 @@
 """What a proposed policy would have done to recent traffic: a replay of the arrival log (pure).
 
 Each client's recorded arrivals (per second, method and path) are replayed in time order
-through fresh leaky buckets of the proposed policy, the requests of one second spread evenly
-over it. Buckets start empty at the start of the window, as after a quiet spell.
+through fresh leaky buckets of the proposed policy, the requests of one record spread evenly
+between its first and last arrival (exact for steady traffic, close for the rest). Buckets
+start empty at the start of the window, as after a quiet spell.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def replay(arrivals: Mapping[str, Iterable[Arrival]], policy: Policy) -> dict[st
     per_client: dict[str, int] = {}
     for client, entries in arrivals.items():
         times: list[tuple[float, str, str]] = []
-        for second, method, path, count in entries:
-            times.extend((second + (i + 0.5) / count, method, path) for i in range(count))
+        for _second, method, path, count, first, last in entries:
+            step = (last - first) / (count - 1) if count > 1 else 0.0
+            times.extend((first + i * step, method, path) for i in range(count))
         times.sort()
         meters: dict[str, Meter] = {}
         denied = 0
