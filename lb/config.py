@@ -301,7 +301,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
         admin_token=get(
-            "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ visible characters"
+            "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ printable characters"
         ),
     )
 
@@ -310,7 +310,7 @@ def _token(text: str) -> str | None:
     token = text.strip()
     if not token:
         return None
-    if len(token) < 16 or not all(c.isprintable() and not c.isspace() for c in token):
+    if len(token) < 16 or not token.isprintable():
         raise ValueError
     return token
 
