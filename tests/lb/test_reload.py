@@ -16,10 +16,49 @@ from pathlib import Path
 
 import pytest
 
+from lb.config import ConfigError, effective_environ, load_settings
+from lb.upstream.backend import Outcome
+from lb.upstream.pool import Pool
 from tests.lb.conftest import FakeBackend, LbProcess
 from tests.lb.load import open_loop
 from tests.lb.test_policy_live import ROOMY, policy_header
 from tests.lb.test_workers import all_workers_up
+
+
+def test_the_env_file_goes_on_top_of_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "lb.env"
+    path.write_text("# comment\n\nexport BUCKET_CAPACITY=40\nLB_RATE_RULES='POST /a/=1/1'\n")
+    env = effective_environ({"LB_ENV_FILE": str(path), "BUCKET_CAPACITY": "20", "X": "y"})
+    assert env["BUCKET_CAPACITY"] == "40" and env["X"] == "y"
+    assert load_settings(env).rate_rules[0].name == "POST /a/"
+    path.write_text("BUCKET_CAPACITY\n")
+    with pytest.raises(ConfigError, match="LB_ENV_FILE.*line 1 is not KEY=VALUE"):
+        effective_environ({"LB_ENV_FILE": str(path)})
+    with pytest.raises(ConfigError, match="LB_ENV_FILE"):
+        effective_environ({"LB_ENV_FILE": str(tmp_path / "missing.env")})
+
+
+def test_the_backend_set_changes_live_and_kept_backends_keep_their_state() -> None:
+    def pool_of(*ports: int) -> Pool:
+        urls = ",".join(f"http://127.0.0.1:{p}" for p in ports)
+        return Pool.from_settings(load_settings({"LB_BACKENDS": urls, "LB_SEED": "1"}))
+
+    pool = pool_of(9001, 9002)
+    kept = pool.get("127.0.0.1:9001")
+    assert kept is not None
+    kept.drained = True
+    busy = pool.pick()  # in flight on 9002 while 9002 goes away
+    assert busy is not None and busy.name == "127.0.0.1:9002"
+    added, removed = pool.set_backends(pool_of(9001, 9003).backends)
+    assert (added, removed) == (["127.0.0.1:9003"], ["127.0.0.1:9002"])
+    assert pool.get("127.0.0.1:9001") is kept and kept.drained  # same object, same state
+    assert [b.name for b in pool.backends] == ["127.0.0.1:9001", "127.0.0.1:9003"]
+    pool.finish(busy, Outcome.OK)  # the request on the removed backend ends normally
+    assert pool.in_flight == 0
+    assert pool.pick().name == "127.0.0.1:9003"  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        pool.set_backends([])
+
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -72,13 +111,20 @@ def test_sighup_with_a_changed_env_file_under_load_loses_nothing(
             open_loop(
                 lambda i: f"{lb.url}/r/{i}" + ("?sleep=0.4" if i % 4 == 0 else ""),
                 rate=100,
-                seconds=6,
+                seconds=8,
             )
         )
         await asyncio.sleep(2.0)
         env_file.write_text("BUCKET_CAPACITY=90000\n")
         signalled["at"] = time.monotonic()
         os.kill(lb.pid, signal.SIGHUP)
+
+        def switched() -> bool:
+            serving = {w["pid"] for w in lb.status()["per_worker"] if not w["draining"]}
+            return len(serving) == 2 and not serving & old
+
+        assert await asyncio.to_thread(wait_for, switched, 15)
+        signalled["switched"] = time.monotonic()
         return await load
 
     results = asyncio.run(scenario())
@@ -86,8 +132,8 @@ def test_sighup_with_a_changed_env_file_under_load_loses_nothing(
     assert failed == []  # no refused connection, no reset, no 5xx
     assert {r.status for r in results} == {200}
     assert {r.policy for r in results if r.sent < signalled["at"]} == {policy_header(100000)}
-    # new workers serve the new value (the switch takes as long as a worker's start)
-    late = [r for r in results if r.sent > signalled["at"] + 3.0]
+    # once the new workers serve (that takes a worker's start), only they answer
+    late = [r for r in results if r.sent > signalled["switched"] + 0.5]
     assert late and {r.policy for r in late} == {policy_header(90000)}
     new = {w["pid"] for w in lb.status()["per_worker"] if not w["draining"]}
     assert len(new) == 2 and not new & old
