@@ -32,7 +32,7 @@ def test_the_env_file_goes_on_top_of_the_environment(tmp_path: Path) -> None:
     assert env["BUCKET_CAPACITY"] == "40" and env["X"] == "y"
     assert load_settings(env).rate_rules[0].name == "POST /a/"
     path.write_text("BUCKET_CAPACITY\n")
-    with pytest.raises(ConfigError, match="LB_ENV_FILE.*line 1 is not KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"LB_ENV_FILE.*line 1 is not KEY=VALUE"):
         effective_environ({"LB_ENV_FILE": str(path)})
     with pytest.raises(ConfigError, match="LB_ENV_FILE"):
         effective_environ({"LB_ENV_FILE": str(tmp_path / "missing.env")})

@@ -92,9 +92,12 @@ async def test_apply_swaps_the_policy_between_requests_and_keeps_the_levels() ->
     assert not (await admission.check("GET", "/s/2", "c")).allowed
     assert registry.get_sample_value("lb_admission_policy_version") == 1
     assert registry.get_sample_value("lb_admission_policy_changes_total") == 1
-    assert registry.get_sample_value(
-        "lb_admission_rejected_total", {"rule": "GET /s/", "dry_run": "0"}
-    ) == 1
+    assert (
+        registry.get_sample_value(
+            "lb_admission_rejected_total", {"rule": "GET /s/", "dry_run": "0"}
+        )
+        == 1
+    )
     # an older or equal version changes nothing
     assert not admission.apply(BOOT)
     assert admission.status()["policy_version"] == 1
