@@ -142,3 +142,42 @@ def test_a_bad_put_is_a_400_naming_the_field_and_the_old_policy_stays(
     answers = asyncio.run(open_loop(lambda i: f"{lb.url}/x/{i}", rate=50, seconds=1))
     assert {r.policy for r in answers} == {policy_header(100000)}
     assert "audit: admission policy set by tests@127.0.0.1: v0 -> v1" in lb.process.log()
+
+
+def test_the_status_page_shows_the_policy_and_its_form_changes_it_with_the_token(
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    (backend,) = fake_backends(1)
+    lb = lb_process({**ROOMY, "LB_BACKENDS": backend.url, "LB_ADMIN_TOKEN": TOKEN})
+    with urllib.request.urlopen(f"{lb.admin_url}/status?format=html", timeout=5) as resp:
+        page = resp.read().decode()
+    assert "admission policy v0" in page and "/admission/rules?format=html" in page
+    with urllib.request.urlopen(f"{lb.admin_url}/admission/rules?format=html", timeout=5) as resp:
+        form = resp.read().decode()
+    assert 'name="bucket_capacity" value="100000"' in form and 'name="token"' in form
+
+    def submit(fields: dict[str, str]) -> int:
+        data = urllib.parse.urlencode(fields).encode()
+        request = urllib.request.Request(f"{lb.admin_url}/admission/rules", data=data)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(resp.status)  # after the 303 back to the form
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    fields = {"bucket_capacity": "90000", "leak_rate": "100000", "rules": ""}
+    assert submit({**fields, "token": "not-the-token-at-all"}) == 401
+    assert admin_call(f"{lb.admin_url}/admission/rules")[1]["version"] == 0
+    assert submit({**fields, "token": TOKEN}) == 200
+    _, view = admin_call(f"{lb.admin_url}/admission/rules")
+    assert (view["version"], view["bucket_capacity"], view["dry_run"]) == (1, 90000, False)
+    # drain and restore are admin writes too
+    name = backend.url.removeprefix("http://")
+    assert admin_call(f"{lb.admin_url}/backends/{name}/drain", "POST", {})[0] == 401
+    assert admin_call(f"{lb.admin_url}/backends/{name}/drain", "POST", {}, TOKEN)[0] == 200
+    assert admin_call(f"{lb.admin_url}/backends/{name}/restore", "POST", {}, TOKEN)[0] == 200
