@@ -135,3 +135,18 @@ def test_the_arrival_log_is_bounded_and_forgets_the_least_recent_client() -> Non
     assert len(log) == 3 and "a" not in log.since(60)
     clock.now += 120
     assert log.since(60) == {}
+
+
+def test_no_admission_module_reads_the_lb_settings() -> None:
+    """Admission takes AdmissionOptions; only lb/config.py knows the environment."""
+    from pathlib import Path
+
+    import lb.admission
+
+    package = Path(lb.admission.__file__).parent
+    offenders = [
+        path.name
+        for path in sorted(package.glob("*.py"))
+        if "lb.config" in path.read_text() or "from lb import config" in path.read_text()
+    ]
+    assert offenders == []
