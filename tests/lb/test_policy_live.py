@@ -74,7 +74,9 @@ def test_a_put_reaches_every_worker_and_the_other_lb_within_a_second_under_load(
     assert {r.status for r in results} == {200}
     before = [r for r in results if r.sent < put["sent"]]
     after = [r for r in results if r.sent >= put["sent"] + 1.0]
-    assert before and {r.policy for r in before} == {policy_header(100000)}
+    # (a request sent just before the PUT may be handled just after it: either header)
+    assert before and {r.policy for r in before} <= {policy_header(100000), policy_header(90000)}
+    assert before[0].policy == policy_header(100000)
     # every response to a request sent a second after the PUT, from either lb and whichever
     # worker took the connection, announces the new capacity
     assert len(after) > 100
