@@ -31,7 +31,9 @@ def main(argv: list[str]) -> int:
             return uvloop.run(workers.run_worker(settings, Path(directory)))
         if settings.workers == 1:
             return uvloop.run(workers.run_single(settings))
-        return uvloop.run(workers.run_master(settings, dict(os.environ)))
+        from lb import master
+
+        return uvloop.run(master.run_master(settings, dict(os.environ)))
     except OSError as exc:
         print(f"lb: cannot start: {exc}", file=sys.stderr)
         return 1
