@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -14,10 +15,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from lb.admission.authority import PolicyAuthority
+from lb.admission.distribution import Holder
+from lb.admission.options import AdmissionOptions
 from lb.admission.service import build_admission
 from lb.cache.edge import CacheOptions, EdgeCache
 from lb.cache.purge import PurgeSubscriber
-from lb.config import Settings
+from lb.config import BackendURL, Settings, admission_options
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import CacheMetrics, Metrics
@@ -46,7 +50,9 @@ class Runtime:
             settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
-        self.admission = build_admission(settings, registry)
+        options = admission_options(settings)
+        self.admission = build_admission(options, registry)
+        self.policy = policy_authority(self.admission, options)
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
         self.upstream = UpstreamClient(
@@ -81,6 +87,7 @@ class Runtime:
 
     async def start(self, sock: socket.socket) -> None:
         await self.admission.start()
+        await self.policy.start()  # the fleet's policy, before the first request
         await self.checker.start()
         if self.cache is not None and self.cache.subscriber is not None:
             self.cache.subscriber.start()
@@ -113,10 +120,25 @@ class Runtime:
         if self.proxy.access_log is not None:
             self.proxy.access_log.flush()
         with contextlib.suppress(Exception):
+            await self.policy.close()
+        with contextlib.suppress(Exception):
             await self.admission.close()
         if self.cache is not None:
             await self.cache.close()
         self.upstream.close()
+
+    def set_backends(self, backends: tuple[BackendURL, ...]) -> tuple[list[str], list[str]]:
+        """Replace the backend set live (kept backends keep their state); (added, removed)."""
+        # a throwaway pool builds the new backends exactly as at start; kept ones stay as they are
+        fresh = Pool.from_settings(
+            dataclasses.replace(self.settings, backends=backends),
+            clock=time.monotonic,
+            events=self.metrics,
+        )
+        added, removed = self.pool.set_backends(fresh.backends)
+        if added or removed:
+            log.warning("backends: added %s, removed %s", added or "none", removed or "none")
+        return added, removed
 
     def snapshot(self) -> dict[str, Any]:
         """This process's state for /status."""
@@ -170,3 +192,13 @@ def build_cache(
             on_gap=cache.clear,
         )
     return cache
+
+
+def policy_authority(holder: Holder, options: AdmissionOptions) -> PolicyAuthority:
+    """Policy changes through Redis when the lb has one (every process follows it), else local."""
+    store = None
+    if options.redis_url:
+        from lb.admission.distribution import RedisPolicyStore
+
+        store = RedisPolicyStore(options.redis_url, cluster=options.redis_cluster)
+    return PolicyAuthority(holder, options.boot_policy(), store=store)

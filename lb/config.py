@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from lb.admission.options import AdmissionOptions
 from lb.admission.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
 
 T = TypeVar("T")
@@ -106,6 +107,8 @@ class Settings:
     cache_bytes: int = 0
     cache_max_entry_bytes: int = 1024 * 1024
     cache_lock_timeout: float = 5.0
+    # admin listener: writes need this bearer token when set
+    admin_token: str | None = None
 
 
 def _address(text: str) -> Address:
@@ -135,6 +138,11 @@ def _backends(text: str) -> tuple[BackendURL, ...]:
     if len(set(backends)) != len(backends):
         raise ValueError
     return backends
+
+
+def parse_backends(text: str) -> tuple[BackendURL, ...]:
+    """LB_BACKENDS' grammar, for the admin listener's live backend set; ValueError if bad."""
+    return _backends(text)
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -301,9 +309,67 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "LB_CACHE_MAX_ENTRY_BYTES", str(1024 * 1024), _int_at_least(1), "a byte count >= 1"
         ),
         cache_lock_timeout=get("LB_CACHE_LOCK_TIMEOUT", "5", _positive_float, positive),
+        admin_token=get(
+            "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ printable characters"
+        ),
     )
 
 
-def default_rule(settings: Settings) -> Rule:
-    """The bucket every request falls into unless a more specific rule matches."""
-    return Rule(name="default", capacity=settings.bucket_capacity, rate=settings.leak_rate)
+def _token(text: str) -> str | None:
+    token = text.strip()
+    if not token:
+        return None
+    if len(token) < 16 or not token.isprintable():
+        raise ValueError
+    return token
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (blank lines and # comments skipped; quotes around a value dropped).
+
+    ConfigError (naming LB_ENV_FILE and the line) when the file cannot be read or a line
+    is not KEY=VALUE.
+    """
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - read at once
+    except OSError as exc:
+        raise ConfigError("LB_ENV_FILE", path, "a readable file", detail=str(exc)) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(
+                "LB_ENV_FILE", path, "KEY=VALUE lines", detail=f"line {number} is not KEY=VALUE"
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def effective_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with LB_ENV_FILE's lines on top (the file wins): read at start and
+    on every reload (SIGHUP), so editing the file and sending SIGHUP changes the lb."""
+    merged = dict(environ)
+    path = environ.get("LB_ENV_FILE", "").strip()
+    if path:
+        merged.update(read_env_file(path))
+    return merged
+
+
+def admission_options(settings: Settings) -> AdmissionOptions:
+    """The part of the settings admission control works from."""
+    return AdmissionOptions(
+        bucket_capacity=settings.bucket_capacity,
+        leak_rate=settings.leak_rate,
+        rules=settings.rate_rules,
+        dry_run=settings.rate_dry_run,
+        redis_url=settings.redis_url,
+        redis_cluster=settings.redis_cluster,
+        redis_failure=settings.redis_failure,
+        redis_timeout=settings.redis_timeout,
+    )

@@ -80,6 +80,7 @@ class StatusBoard:
                 "in_flight": snap.get("in_flight", 0),
                 "answered": sum(snap.get("answered", {}).values()),
                 "draining": snap.get("draining", False),
+                "policy_version": snap.get("admission", {}).get("policy_version"),
             }
             for snap in snapshots
         ]
@@ -98,6 +99,68 @@ class StatusBoard:
             "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],
             "cache": combine_cache(snapshots),
         }
+
+
+# -- the admission policy (issue 15): its own view and form ---------------------------------
+
+
+def policy_view(policy: Any, scope: str, status: Snapshot) -> dict[str, Any]:
+    """The policy in force as the admin listener shows it, with each worker's version."""
+    workers = [
+        {"pid": w.get("pid"), "policy_version": w.get("policy_version")}
+        for w in status.get("per_worker", [])
+        if not w.get("draining")
+    ]
+    return {
+        **policy.to_json(),
+        "scope": scope,
+        "workers": workers,
+        "converged": all(w["policy_version"] == policy.version for w in workers),
+    }
+
+
+def render_policy(view: dict[str, Any] | None) -> str:
+    """The policy section of the (self-refreshing) status page, linking to the form."""
+    if not view:
+        return ""
+    esc = html.escape
+    lag = "" if view.get("converged", True) else " &mdash; <b>workers still applying it</b>"
+    return (
+        f"<h2>admission policy v{view.get('version')}</h2><p>BUCKET_CAPACITY "
+        f"{view.get('bucket_capacity')}, LEAK_RATE {view.get('leak_rate')}, "
+        f"LB_RATE_RULES <code>{esc(str(view.get('rules')))}</code>, dry run "
+        f"{'on' if view.get('dry_run') else 'off'}; set by {esc(str(view.get('set_by')))}"
+        f"{lag}. <a href='/admission/rules?format=html'>change it</a></p>"
+    )
+
+
+def render_policy_page(view: dict[str, Any]) -> str:
+    """A page (not refreshing, so typing is not lost) with the policy and a form to change it."""
+    esc = html.escape
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(view["set_at"]))
+        if view.get("set_at")
+        else "at start"
+    )
+    checked = " checked" if view.get("dry_run") else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>lb admission policy</title>
+<style>body {{ font: 14px system-ui, sans-serif; margin: 2em; }} label {{ margin-right: 1em; }}</style>
+</head><body><h1>admission policy v{view.get("version")}</h1>
+<p>set by {esc(str(view.get("set_by")))}, {esc(when)}; a change applies to {esc(str(view.get("scope")))}
+{"" if view.get("converged", True) else " &mdash; <b>workers still applying it</b>"}</p>
+<form method="post" action="/admission/rules">
+<label>BUCKET_CAPACITY <input name="bucket_capacity" value="{view.get("bucket_capacity")}" size="6"></label>
+<label>LEAK_RATE <input name="leak_rate" value="{view.get("leak_rate")}" size="6"></label><br>
+<label>LB_RATE_RULES <input name="rules" value="{esc(str(view.get("rules", "")))}" size="80"></label><br>
+<label><input type="checkbox" name="dry_run" value="1"{checked}> dry run (count, do not reject)</label><br>
+<label>admin token <input type="password" name="token" autocomplete="off" required></label>
+<button>apply</button>
+</form>
+<p>The same from a shell: <code>python -m ops tune BUCKET_CAPACITY=40</code>.
+<a href="/status">status</a> &middot; <a href="/admission/rules">JSON</a></p>
+</body></html>
+"""
 
 
 _BREAKER_ORDER = {"closed": 0, "half_open": 1, "open": 2}
@@ -160,6 +223,7 @@ tr.down {{ background: #fdd; }} tr.up {{ background: #efe; }}
 <h2>admission</h2><p>mode: {esc(str(admission.get("mode", "off")))}</p><ul>{rules}</ul>
 <h2>most rejected clients</h2><ul>{rejected or "<li>none</li>"}</ul>
 {render_cache_html(status.get("cache"))}
+{render_policy(status.get("policy"))}
 <p><a href="/status?format=json">JSON</a> &middot; <a href="/metrics">metrics</a></p>
 </body></html>
 """

@@ -132,7 +132,12 @@ def backend_environment(
 
 
 def build_plan(
-    options: Options, environ: Mapping[str, str], stores: Stores, secret_key: str
+    options: Options,
+    environ: Mapping[str, str],
+    stores: Stores,
+    secret_key: str,
+    *,
+    admin_token: str | None = None,
 ) -> Plan:
     """Every child of the stack, its environment and its ports."""
     if options.replicas < 1:
@@ -165,6 +170,9 @@ def build_plan(
     lb_env.setdefault("LB_TRUSTED_PROXIES", LOCAL_TRUSTED_PROXIES)
     lb_env.setdefault("LB_CACHE_BYTES", str(64 * 1024 * 1024))  # the micro-cache, per worker
     lb_env.setdefault("PYTHONUNBUFFERED", "1")
+    if admin_token and not lb_env.get("LB_ADMIN_TOKEN"):
+        # admin writes (policy, drain, backends) need it; `python -m ops tune` reads it
+        lb_env["LB_ADMIN_TOKEN"] = admin_token
     if stores.redis_url:
         lb_env["REDIS_URL"] = stores.redis_url
     else:
@@ -184,7 +192,7 @@ def build_plan(
     return Plan(options, stores, backend_env, tuple(replicas), lb, ports)
 
 
-def summary(plan: Plan, staff: str | None) -> str:
+def summary(plan: Plan, staff: str | None, *, admin_token_file: Path | None = None) -> str:
     """The block printed once the stack is up: where everything is."""
     rows = [
         ("public endpoint", plan.public_url),
@@ -192,6 +200,12 @@ def summary(plan: Plan, staff: str | None) -> str:
         ("admin", f"{plan.public_url}/admin/"),
         ("status page", f"{plan.admin_url}/status"),
         ("metrics", f"{plan.admin_url}/metrics"),
+        (
+            "admin token",
+            f"{admin_token_file} (mode 0600; `python -m ops tune` reads it)"
+            if admin_token_file
+            else "LB_ADMIN_TOKEN from the environment",
+        ),
         ("replicas", ", ".join(f"http://{plan.options.host}:{s.port}" for s in plan.replicas)),
         ("data", plan.stores.description),
         ("DATABASE_URL", plan.stores.database_url),

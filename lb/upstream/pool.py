@@ -74,6 +74,7 @@ class Pool:
         self._clock = clock
         self._events: PoolEvents = events if events is not None else NoEvents()
         self._max_ejected = max_ejected(max_ejected_ratio, len(self.backends))
+        self._max_ejected_ratio = max_ejected_ratio
         self._picks = 0
         self.in_flight = 0  # picked and not yet finished, over all backends
         self.active_checks = False  # set by the HealthChecker while it runs
@@ -189,6 +190,26 @@ class Pool:
             return False
         backend.drained = False
         return True
+
+    def set_backends(self, backends: Collection[Backend]) -> tuple[list[str], list[str]]:
+        """Replace the backend set live; (added, removed) names.
+
+        A backend already in the pool keeps its object and all its state (health, breaker,
+        outstanding requests); a new one starts healthy, so it takes traffic at once and the
+        active checks vouch for it from their next round. Requests in flight on a removed
+        backend finish normally (they hold the backend; `finish()` still counts them).
+        """
+        if not backends:
+            raise ValueError("a pool needs at least one backend")
+        current = self._by_name
+        chosen = tuple(current.get(b.name, b) for b in backends)
+        added = [b.name for b in chosen if b.name not in current]
+        names = {b.name for b in chosen}
+        removed = [name for name in current if name not in names]
+        self.backends = chosen
+        self._by_name = {b.name: b for b in chosen}
+        self._max_ejected = max_ejected(self._max_ejected_ratio, len(chosen))
+        return added, removed
 
     def get(self, name: str) -> Backend | None:
         return self._by_name.get(name)
