@@ -8,22 +8,43 @@ each one after that locks the key for `base * 2**k` seconds, up to `max`. A logi
 while locked is refused with 429 + Retry-After *before* the password is checked (no CPU spent,
 and it does not lengthen the lock). A successful login clears its account's record.
 Where the state lives: the Django cache (Redis when REDIS_URL is set, so every replica shares
-it), with the clock injected for tests.
+it), with the clock injected for tests. If the cache fails, logins go on unguarded (logged):
+the lb's rule for the login path still meters them, and a Redis outage must not lock everyone
+out.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.cache import BaseCache
 
 Clock = Callable[[], float]
+T = TypeVar("T")
+log = logging.getLogger("backend.accounts.guard")
+
+
+def _fail_open(default: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:  # the cache's own errors (redis-py, pickling, ...)
+                log.warning("login guard unavailable (%s): %s", method.__name__, exc)
+                return default  # type: ignore[no-any-return]
+
+        return wrapper
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,7 @@ class LoginGuard:
         self.window = window_seconds
         self.clock = clock
 
+    @_fail_open(0)
     def retry_after(self, username: str | None, address: str) -> int:
         """Whole seconds until a login for this account from this address may be tried; 0: now."""
         keys = self._keys(username, address)
@@ -87,6 +109,7 @@ class LoginGuard:
         wait = max((float(until) - now for until in locks.values()), default=0.0)
         return math.ceil(wait) if wait > 0 else 0
 
+    @_fail_open(None)
     def failed(self, username: str | None, address: str) -> None:
         for key in self._keys(username, address):
             failures = self._count(key)
@@ -95,6 +118,7 @@ class LoginGuard:
                 until = self.clock() + seconds
                 self.cache.set(self._lock(key), until, timeout=math.ceil(seconds) + 1)
 
+    @_fail_open(None)
     def succeeded(self, username: str) -> None:
         key = account_key(username)
         self.cache.delete_many([self._fails(key), self._lock(key)])

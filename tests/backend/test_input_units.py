@@ -133,3 +133,30 @@ def test_ipv6_clients_count_by_their_64() -> None:
     assert address_key("2001:db8:1:2::1") == address_key("2001:db8:1:2:ffff::9")
     assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
     assert address_key("192.0.2.1") != address_key("192.0.2.2")
+
+
+class BrokenCache(LocMemCache):
+    """A cache whose server is gone: every call fails as redis-py would."""
+
+    def get_many(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Connection refused")
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Connection refused")
+
+    def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("Connection refused")
+
+
+def test_a_failing_cache_leaves_logins_unguarded_rather_than_broken() -> None:
+    guard = LoginGuard(
+        BrokenCache("broken", {}),
+        account=Backoff(1, 1, 60),
+        address=Backoff(1, 1, 60),
+        window_seconds=600,
+        clock=FakeClock(),
+    )
+    for _ in range(5):
+        guard.failed("alice", "10.0.0.1")
+    assert guard.retry_after("alice", "10.0.0.1") == 0
+    guard.succeeded("alice")
