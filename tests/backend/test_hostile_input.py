@@ -179,6 +179,9 @@ def test_unicode_digits_in_query_parameters_are_a_400_naming_the_parameter(live:
             assert resp.status_code == 400 and name in body["errors"], (path, name, body)
         huge = live["staff"].get(path, params={"page": "9" * 5000})
         assert huge.status_code in (400, 404) and "page" in huge.text
+        for name in names + (["search", "ordering"] if path == "/api/tours/" else []):
+            nul = live["staff"].get(path, params={name: "a\x00b"})
+            assert_json_4xx(nul, f"{path}?{name}=NUL")
 
 
 def test_a_card_number_in_unicode_digits_is_a_400_and_nothing_is_charged(

@@ -160,3 +160,44 @@ def test_a_failing_cache_leaves_logins_unguarded_rather_than_broken() -> None:
         guard.failed("alice", "10.0.0.1")
     assert guard.retry_after("alice", "10.0.0.1") == 0
     guard.succeeded("alice")
+
+
+def test_every_input_serializer_reads_numbers_dates_and_ids_through_the_ascii_fields(
+    django_orm: Any,
+) -> None:
+    """A plain DRF number/date/id field on an input would accept "٣" as 3 again."""
+    import importlib
+    import pkgutil
+
+    from rest_framework import serializers
+
+    import backend
+
+    for module in pkgutil.walk_packages(backend.__path__, "backend."):
+        if module.name.endswith(".serializers"):
+            importlib.import_module(module.name)
+    risky = (
+        serializers.IntegerField,
+        serializers.DecimalField,
+        serializers.FloatField,
+        serializers.DateField,
+        serializers.DateTimeField,
+        serializers.UUIDField,
+    )
+
+    def subclasses(cls: type) -> list[type]:
+        found = []
+        for sub in cls.__subclasses__():
+            found += [sub, *subclasses(sub)]
+        return found
+
+    checked = 0
+    for cls in subclasses(serializers.Serializer):
+        if not cls.__module__.startswith("backend.") or cls.__name__.endswith("Output"):
+            continue  # (response shapes are named *Output and never read input)
+        for name, field in cls._declared_fields.items():
+            if field.read_only or not isinstance(field, risky):
+                continue
+            assert type(field).__module__ == "backend.common.fields", f"{cls.__name__}.{name}"
+            checked += 1
+    assert checked >= 12
