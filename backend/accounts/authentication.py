@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Exists
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework import exceptions
 from rest_framework_simplejwt import authentication
 from rest_framework_simplejwt.settings import api_settings
@@ -39,3 +40,9 @@ class JWTAuthentication(authentication.JWTAuthentication):
                 "Token has been revoked (logged out or reused).", code="token_revoked"
             )
         return user
+
+
+class JWTScheme(SimpleJWTScheme):
+    """The OpenAPI bearer scheme for this class too (drf-spectacular matches exact classes)."""
+
+    target_class = "backend.accounts.authentication.JWTAuthentication"

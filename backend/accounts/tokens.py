@@ -20,6 +20,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
+from drf_spectacular.contrib.rest_framework_simplejwt import (
+    TokenObtainPairSerializerExtension,
+    TokenRefreshSerializerExtension,
+)
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
@@ -122,3 +126,12 @@ class TokenRefreshInput(TokenRefreshSerializer):
                 self.error_messages["no_active_account"], "no_active_account"
             )
         return super().validate(attrs)
+
+
+# the OpenAPI shapes of simplejwt's serializers, for these subclasses too (exact-class matches)
+class TokenObtainInputSchema(TokenObtainPairSerializerExtension):
+    target_class = "backend.accounts.tokens.TokenObtainInput"
+
+
+class TokenRefreshInputSchema(TokenRefreshSerializerExtension):
+    target_class = "backend.accounts.tokens.TokenRefreshInput"
