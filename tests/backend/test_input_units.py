@@ -25,6 +25,10 @@ def test_nesting_depth_ignores_brackets_in_strings_and_stops_early(django_orm: A
     assert nesting_depth(r'["\"[[[[", [[]]]', 50) == 3
     assert nesting_depth("[" * 100_000 + "]" * 100_000, 10) == 11
     assert nesting_depth("1", 5) == 0
+    # escaped backslashes and quotes do not end or start a string
+    assert nesting_depth(r'["a\\", [[]]]', 50) == 3
+    assert nesting_depth(r'["\\\"[", [1]]', 50) == 2
+    assert nesting_depth(b"[[],[[]],[]]", 10) == 3
 
 
 def test_loads_limited_refuses_deep_and_malformed_json_with_parse_errors(django_orm: Any) -> None:
