@@ -21,14 +21,15 @@ VAR_DIR = Path(env_str(ENV, "BACKEND_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool(ENV, "DJANGO_DEBUG", False)
 
+# No fallback, not even with DJANGO_DEBUG=1: a key written in the repository is a key anyone
+# can sign tokens with (`ops up` generates one into var/secret_key).
 SECRET_KEY = env_str(ENV, "DJANGO_SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is unset: required when DJANGO_DEBUG=0 "
-            "(one shared value for all replicas; it signs the JWTs)"
-        )
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789"
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is unset: required, also with DJANGO_DEBUG=1 (one shared random "
+        "value for all replicas; it signs the JWTs), e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    )
 
 ALLOWED_HOSTS = env_list(ENV, "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 
@@ -60,6 +61,8 @@ MIDDLEWARE = [
     "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # sees the responses of the session and CSRF middlewares below: marks their cookies Secure
+    "backend.common.middleware.SecureCookieMiddleware",
     # admin and API-docs assets, straight from the installed apps (no collectstatic needed)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -172,12 +175,12 @@ BOOKING_HOLD_SECONDS = env_int(ENV, "BOOKING_HOLD_SECONDS", 600, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "backend.accounts.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "backend.common.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -198,6 +201,20 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    "TOKEN_OBTAIN_SERIALIZER": "backend.accounts.tokens.TokenObtainInput",
+    "TOKEN_REFRESH_SERIALIZER": "backend.accounts.tokens.TokenRefreshInput",
+}
+
+# JSON bodies nested deeper than this are a 400 (backend/common/parsers.py)
+JSON_MAX_DEPTH = env_int(ENV, "JSON_MAX_DEPTH", 32, minimum=1)
+
+# failed logins back off exponentially per account and per address (backend/accounts/guard.py)
+LOGIN_GUARD = {
+    "ACCOUNT_FREE_FAILURES": env_int(ENV, "LOGIN_FREE_FAILURES", 5, minimum=1),
+    "ADDRESS_FREE_FAILURES": env_int(ENV, "LOGIN_ADDRESS_FREE_FAILURES", 20, minimum=1),
+    "BASE_SECONDS": env_int(ENV, "LOGIN_BACKOFF_BASE_SECONDS", 1, minimum=1),
+    "MAX_SECONDS": env_int(ENV, "LOGIN_BACKOFF_MAX_SECONDS", 900, minimum=1),
+    "WINDOW_SECONDS": env_int(ENV, "LOGIN_FAILURE_WINDOW_SECONDS", 3600, minimum=1),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -226,10 +243,19 @@ LOGGING = {
     },
 }
 
-if not DEBUG:
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+# A replica is reached through the lb, which always overwrites X-Forwarded-Proto (believing
+# a TLS front's value only from LB_TRUSTED_PROXIES): so request.is_secure() tells whether the
+# client spoke HTTPS. Set 0 for a replica exposed without the lb.
+if env_bool(ENV, "DJANGO_TRUST_FORWARDED_PROTO", True):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Session and CSRF cookies: `auto` marks them Secure when the request came over TLS
+# (SecureCookieMiddleware), `always` marks them Secure whatever the scheme.
+SECURE_COOKIES = env_str(ENV, "DJANGO_SECURE_COOKIES", "auto").lower()
+if SECURE_COOKIES not in ("auto", "always"):
+    raise ImproperlyConfigured(f"DJANGO_SECURE_COOKIES={SECURE_COOKIES!r}: expected auto or always")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES == "always"
 CSRF_FAILURE_VIEW = "backend.common.views.csrf_failure"
 
 # --- the web site (backend/site, mounted at /): sessions + CSRF for its forms; the API keeps JWT ---
@@ -240,13 +266,8 @@ LOGIN_REDIRECT_URL = "site:home"
 # logged out on one replica live on in another's)
 if REDIS_URL:
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-# `Secure` on requests that came over TLS (compose's nginx front); plain http stays usable
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
-    "backend.site.middleware.SecureCookiesBehindTls",
-)
+# (`Secure` on cookies set over TLS: backend.common.middleware.SecureCookieMiddleware above)
 # a browser gets an HTML page for a rejected form; API clients keep the JSON body
 CSRF_FAILURE_VIEW = "backend.site.negotiation.csrf_failure"

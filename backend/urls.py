@@ -9,6 +9,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backend.accounts.admin_login import admin_login
 from backend.health import views as health
 
 handler400 = "backend.common.views.bad_request"
@@ -21,6 +22,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.prometheus, name="metrics"),
+    # the admin's own login view, behind the login guard (same path: it wins by coming first)
+    path("admin/login/", admin_login, name="admin-login-guarded"),
     path("admin/", admin.site.urls),
     path("api/auth/", include("backend.accounts.urls")),
     path("api/tours/", include("backend.tours.urls")),

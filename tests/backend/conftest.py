@@ -5,7 +5,7 @@ How they fit together:
   template databases (one per PG server); every test database is a `CREATE DATABASE ...
   TEMPLATE` copy of them, which takes milliseconds.
 - `backend_env` (per test, on `pg_databases`) / `module_backend_env` (per module): the env of
-  a replica: DATABASE_URL, SHARD_URLS, DJANGO_SECRET_KEY (a test value), DJANGO_DEBUG=0,
+  a replica: DATABASE_URL, SHARD_URLS, DJANGO_SECRET_KEY (generated per session), DJANGO_DEBUG=0,
   DJANGO_ALLOWED_HOSTS, a file-based EMAIL_BACKEND into EMAIL_FILE_PATH, MEDIA_ROOT, all in a
   temp dir. REDIS_URL and AWS_STORAGE_BUCKET_NAME are blanked: add them through `extra_env`.
 - `replicas(n=1, env=None, extra_env=None)` (per test; `module_replicas` per module) starts
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from ops.servers import PostgresServer
 from tests.support.net import free_port
 from tests.support.processes import ROOT, Process, python
 
-TEST_SECRET_KEY = "test-secret-key-for-backend-tests-only-4f1c2a9e7d"
+TEST_SECRET_KEY = secrets.token_urlsafe(48)  # per test session, never stored
 STAFF_PASSWORD = "Staff-pass-9f2c!"
 USER_PASSWORD = "User-pass-7d1e!"
 

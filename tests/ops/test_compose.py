@@ -160,6 +160,22 @@ def test_backend_environment_is_production_shaped(compose):
     assert hosts == {"db-default", "db-shard0", "db-shard1"} <= set(compose["services"])
 
 
+def test_postgres_asks_every_connection_for_a_scram_password(compose):
+    """No `trust`: the databases want the password (from the environment, never the file)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"(?im)^\s*POSTGRES_HOST_AUTH_METHOD:\s*trust", text)
+    databases = [s for s in compose["services"].values() if "postgres" in str(s.get("image"))]
+    assert len(databases) == 3
+    for service in databases:
+        env = service["environment"]
+        assert env["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+        assert "--auth-host=scram-sha-256" in env["POSTGRES_INITDB_ARGS"]
+        assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    backend = compose["services"]["backend"]["environment"]
+    for url in [backend["DATABASE_URL"], *backend["SHARD_URLS"].split(",")]:
+        assert url.startswith("postgresql://tourbook:${POSTGRES_PASSWORD:?"), url
+
+
 def test_images_are_pinned(compose):
     for name, service in compose["services"].items():
         image = service.get("image")
