@@ -31,11 +31,6 @@ GOOD_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
 HOT_TOUR_QUERY = "Black Friday"
 SEARCH_WORDS = ("Black Friday", "tour", "city", "mountain", "sea", "night", "walk")
-# the web site's pages (backend/site), recorded apart from the API's requests
-PAGE_HOME = "pages: home"
-PAGE_SEARCH = "pages: search"
-PAGE_TOUR = "pages: tour"
-PAGE_SEATS = "pages: seats"
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 SITE_SHARE = 0.5  # of the crowd's views: pages of the web site; the rest are apps on the API
 MAX_RETRY_AFTER = 10.0
@@ -157,7 +152,7 @@ class Browser(TourBookUser):
     @task(4)
     def list_tours(self) -> None:
         if self.tour_ids and self.on_site():
-            self.call("GET", "/", PAGE_HOME, headers=HTML)
+            self.call("GET", "/", names.PAGE_HOME, headers=HTML)
             return
         tours = self.learn_tours()
         if tours:
@@ -167,7 +162,7 @@ class Browser(TourBookUser):
     def search_tours(self) -> None:
         word = random.choice(SEARCH_WORDS)
         if self.tour_ids and self.on_site():
-            self.call("GET", "/?" + urlencode({"search": word}), PAGE_SEARCH, headers=HTML)
+            self.call("GET", "/?" + urlencode({"search": word}), names.PAGE_SEARCH, headers=HTML)
             return
         tours = self.learn_tours(word)
         if tours:
@@ -180,9 +175,9 @@ class Browser(TourBookUser):
         if self.tour_ids:
             tour = random.choice(self.tour_ids)
             if self.on_site():
-                self.call("GET", f"/tours/{tour}/", PAGE_TOUR, headers=HTML)
+                self.call("GET", f"/tours/{tour}/", names.PAGE_TOUR, headers=HTML)
                 # the open page polls its seat count (every 2 s in a browser; once here)
-                self.call("GET", f"/tours/{tour}/seats/", PAGE_SEATS, headers=HTML)
+                self.call("GET", f"/tours/{tour}/seats/", names.PAGE_SEATS, headers=HTML)
             else:
                 self.call("GET", f"/api/tours/{tour}/", names.TOUR_DETAIL)
 
