@@ -19,6 +19,8 @@ from lb.config import Settings
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import Metrics
+from lb.overload import Admitter
+from lb.priority import Classifier
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.status import RateMeter
@@ -44,6 +46,17 @@ class Runtime:
             settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
+        self.admitter = Admitter(
+            self.pool,
+            classifier=Classifier(settings.priority_rules),
+            clock=time.monotonic,
+            rng=random.Random(seed + 3),
+            floor=settings.limit_min,
+            ceiling=settings.limit_max,
+            queue_delay=settings.queue_delay,
+            critical_reserve=settings.critical_reserve,
+            on_shed=self.metrics.shed,
+        )
         self.admission = build_admission(settings, registry)
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
@@ -59,6 +72,7 @@ class Runtime:
             resolver=ClientResolver(settings.trusted_proxies),
             rng=random.Random(seed + 2),
             loop=loop,
+            admitter=self.admitter,
         )
         self.server = Server(
             self.proxy,
@@ -122,13 +136,23 @@ class Runtime:
             "rates": self.rates.sample(self.proxy.answered),
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
+            "overload": self.overload_snapshot(),
         }
+
+    def overload_snapshot(self) -> dict[str, Any]:
+        """The admitter's state, also pushed to the overload gauges."""
+        snap = self.admitter.snapshot()
+        self.metrics.sync_overload(snap)
+        return snap
 
     async def _sync(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             try:
                 self.metrics.sync(self.pool.snapshot())
+                self.overload_snapshot()
+                self.pool.logs.flush()
+                self.admitter.logs.flush()
                 self.rates.sample(self.proxy.answered)
                 if self.proxy.access_log is not None:
                     self.proxy.access_log.flush()

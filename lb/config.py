@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from lb.admission.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
+from lb.priority import DEFAULT_PRIORITY_RULES, PriorityRule, parse_priority_rules
 
 T = TypeVar("T")
 
@@ -89,6 +90,12 @@ class Settings:
     breaker_min_requests: int
     breaker_window: float
     breaker_open_seconds: float
+    # overload: adaptive concurrency limits, bounded wait, priorities
+    limit_min: int
+    limit_max: int
+    queue_delay: float
+    critical_reserve: float
+    priority_rules: tuple[PriorityRule, ...]
     # admission
     bucket_capacity: int
     leak_rate: float
@@ -216,83 +223,115 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """Validate every lb variable in `environ`; raise ConfigError on the first bad one."""
     get = _Reader(environ)
     positive = "a number of seconds > 0"
-    return Settings(
-        listen=get("LB_LISTEN", "127.0.0.1:8080", _address, "host:port, e.g. 127.0.0.1:8080"),
-        admin_listen=get(
-            "LB_ADMIN_LISTEN", "127.0.0.1:9100", _address, "host:port, e.g. 127.0.0.1:9100"
-        ),
-        workers=get("LB_WORKERS", "1", _int_at_least(1), "a whole number >= 1"),
-        backends=get(
-            "LB_BACKENDS",
-            DEFAULT_BACKENDS,
-            _backends,
-            "comma-separated distinct http://host:port URLs",
-        ),
-        algorithm=get("LB_ALGORITHM", "p2c", _choice(ALGORITHMS), "one of p2c, round_robin"),
-        seed=get("LB_SEED", "", lambda t: int(t) if t.strip() else None, "an integer or empty"),
-        upstream_keepalive=get(
-            "LB_UPSTREAM_KEEPALIVE", "128", _int_at_least(0), "a whole number >= 0"
-        ),
-        connect_timeout=get("LB_CONNECT_TIMEOUT", "1", _positive_float, positive),
-        first_byte_timeout=get("LB_FIRST_BYTE_TIMEOUT", "30", _positive_float, positive),
-        idle_timeout=get("LB_IDLE_TIMEOUT", "60", _positive_float, positive),
-        header_timeout=get("LB_HEADER_TIMEOUT", "10", _positive_float, positive),
-        request_deadline=get("LB_REQUEST_DEADLINE", "60", _positive_float, positive),
-        drain_timeout=get("LB_DRAIN_TIMEOUT", "30", _positive_float, positive),
-        max_body_bytes=get(
-            "LB_MAX_BODY_BYTES", str(256 * 1024 * 1024), _int_at_least(0), "a byte count >= 0"
-        ),
-        max_header_bytes=get(
-            "LB_MAX_HEADER_BYTES", "16384", _int_at_least(1024), "a byte count >= 1024"
-        ),
-        max_retries=get("LB_MAX_RETRIES", "2", _int_at_least(0), "a whole number >= 0"),
-        retry_budget_ratio=get("LB_RETRY_BUDGET", "0.2", _ratio, "a ratio between 0 and 1"),
-        retry_budget_min=get("LB_RETRY_BUDGET_MIN", "3", _int_at_least(0), "a whole number >= 0"),
-        health_path=get("LB_HEALTH_PATH", "/healthz", _path, "a path starting with '/'"),
-        health_interval=get("LB_HEALTH_INTERVAL", "2", _positive_float, positive),
-        health_timeout=get("LB_HEALTH_TIMEOUT", "1", _positive_float, positive),
-        health_rise=get("LB_HEALTH_RISE", "2", _int_at_least(1), "a whole number >= 1"),
-        health_fall=get("LB_HEALTH_FALL", "2", _int_at_least(1), "a whole number >= 1"),
-        outlier_consecutive_failures=get(
-            "LB_OUTLIER_FAILURES", "3", _int_at_least(1), "a whole number >= 1"
-        ),
-        outlier_base_ejection=get("LB_OUTLIER_BASE_EJECTION", "5", _positive_float, positive),
-        outlier_max_ejection=get("LB_OUTLIER_MAX_EJECTION", "300", _positive_float, positive),
-        outlier_max_ejected_ratio=get(
-            "LB_OUTLIER_MAX_EJECTED", "0.5", _ratio, "a ratio between 0 and 1"
-        ),
-        breaker_failure_ratio=get("LB_BREAKER_RATIO", "0.5", _ratio, "a ratio between 0 and 1"),
-        breaker_min_requests=get(
-            "LB_BREAKER_MIN_REQUESTS", "20", _int_at_least(1), "a whole number >= 1"
-        ),
-        breaker_window=get("LB_BREAKER_WINDOW", "10", _positive_float, positive),
-        breaker_open_seconds=get("LB_BREAKER_OPEN", "5", _positive_float, positive),
-        bucket_capacity=get("BUCKET_CAPACITY", "20", _int_at_least(1), "a whole number >= 1"),
-        leak_rate=get("LEAK_RATE", "10", _positive_float, "requests per second, a number > 0"),
-        rate_rules=get(
-            "LB_RATE_RULES",
-            DEFAULT_RULES,
-            parse_rules,
-            "METHOD PATH_PREFIX=CAPACITY/RATE rules separated by ';'",
-        ),
-        rate_dry_run=get("LB_RATE_DRY_RUN", "0", _bool, "0 or 1"),
-        redis_url=get("REDIS_URL", "", _redis_url, "a redis:// or rediss:// URL, or empty"),
-        redis_cluster=get("LB_REDIS_CLUSTER", "0", _bool, "0 or 1"),
-        redis_failure=get(
-            "LB_REDIS_FAILURE", "local", _choice(REDIS_FAILURE_MODES), "one of local, open, closed"
-        ),
-        redis_timeout=get("LB_REDIS_TIMEOUT", "0.05", _positive_float, positive),
-        trusted_proxies=get(
-            "LB_TRUSTED_PROXIES", "", _networks, "comma-separated CIDRs, e.g. 10.0.0.0/8"
-        ),
-        log_level=get(
-            "LB_LOG_LEVEL",
-            "INFO",
-            _choice(("DEBUG", "INFO", "WARNING", "ERROR")),
-            "one of DEBUG, INFO, WARNING, ERROR",
-        ),
-        access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
+    return check_settings(
+        Settings(
+            listen=get("LB_LISTEN", "127.0.0.1:8080", _address, "host:port, e.g. 127.0.0.1:8080"),
+            admin_listen=get(
+                "LB_ADMIN_LISTEN", "127.0.0.1:9100", _address, "host:port, e.g. 127.0.0.1:9100"
+            ),
+            workers=get("LB_WORKERS", "1", _int_at_least(1), "a whole number >= 1"),
+            backends=get(
+                "LB_BACKENDS",
+                DEFAULT_BACKENDS,
+                _backends,
+                "comma-separated distinct http://host:port URLs",
+            ),
+            algorithm=get("LB_ALGORITHM", "p2c", _choice(ALGORITHMS), "one of p2c, round_robin"),
+            seed=get("LB_SEED", "", lambda t: int(t) if t.strip() else None, "an integer or empty"),
+            upstream_keepalive=get(
+                "LB_UPSTREAM_KEEPALIVE", "128", _int_at_least(0), "a whole number >= 0"
+            ),
+            connect_timeout=get("LB_CONNECT_TIMEOUT", "1", _positive_float, positive),
+            first_byte_timeout=get("LB_FIRST_BYTE_TIMEOUT", "30", _positive_float, positive),
+            idle_timeout=get("LB_IDLE_TIMEOUT", "60", _positive_float, positive),
+            header_timeout=get("LB_HEADER_TIMEOUT", "10", _positive_float, positive),
+            request_deadline=get("LB_REQUEST_DEADLINE", "60", _positive_float, positive),
+            drain_timeout=get("LB_DRAIN_TIMEOUT", "30", _positive_float, positive),
+            max_body_bytes=get(
+                "LB_MAX_BODY_BYTES", str(256 * 1024 * 1024), _int_at_least(0), "a byte count >= 0"
+            ),
+            max_header_bytes=get(
+                "LB_MAX_HEADER_BYTES", "16384", _int_at_least(1024), "a byte count >= 1024"
+            ),
+            max_retries=get("LB_MAX_RETRIES", "2", _int_at_least(0), "a whole number >= 0"),
+            retry_budget_ratio=get("LB_RETRY_BUDGET", "0.2", _ratio, "a ratio between 0 and 1"),
+            retry_budget_min=get(
+                "LB_RETRY_BUDGET_MIN", "3", _int_at_least(0), "a whole number >= 0"
+            ),
+            health_path=get("LB_HEALTH_PATH", "/healthz", _path, "a path starting with '/'"),
+            health_interval=get("LB_HEALTH_INTERVAL", "2", _positive_float, positive),
+            health_timeout=get("LB_HEALTH_TIMEOUT", "1", _positive_float, positive),
+            health_rise=get("LB_HEALTH_RISE", "2", _int_at_least(1), "a whole number >= 1"),
+            health_fall=get("LB_HEALTH_FALL", "2", _int_at_least(1), "a whole number >= 1"),
+            outlier_consecutive_failures=get(
+                "LB_OUTLIER_FAILURES", "3", _int_at_least(1), "a whole number >= 1"
+            ),
+            outlier_base_ejection=get("LB_OUTLIER_BASE_EJECTION", "5", _positive_float, positive),
+            outlier_max_ejection=get("LB_OUTLIER_MAX_EJECTION", "300", _positive_float, positive),
+            outlier_max_ejected_ratio=get(
+                "LB_OUTLIER_MAX_EJECTED", "0.5", _ratio, "a ratio between 0 and 1"
+            ),
+            breaker_failure_ratio=get("LB_BREAKER_RATIO", "0.5", _ratio, "a ratio between 0 and 1"),
+            breaker_min_requests=get(
+                "LB_BREAKER_MIN_REQUESTS", "20", _int_at_least(1), "a whole number >= 1"
+            ),
+            breaker_window=get("LB_BREAKER_WINDOW", "10", _positive_float, positive),
+            breaker_open_seconds=get("LB_BREAKER_OPEN", "5", _positive_float, positive),
+            limit_min=get("LB_LIMIT_MIN", "2", _int_at_least(1), "a whole number >= 1"),
+            limit_max=get("LB_LIMIT_MAX", "128", _int_at_least(1), "a whole number >= 1"),
+            queue_delay=get("LB_QUEUE_DELAY", "0.1", _positive_float, positive),
+            critical_reserve=get(
+                "LB_CRITICAL_RESERVE", "0.1", _ratio, "a ratio between 0 and 1 (exclusive of 1)"
+            ),
+            priority_rules=get(
+                "LB_PRIORITY_RULES",
+                DEFAULT_PRIORITY_RULES,
+                parse_priority_rules,
+                "METHOD PATH_PREFIX=CLASS rules separated by ';', CLASS one of critical, normal, low",
+            ),
+            bucket_capacity=get("BUCKET_CAPACITY", "20", _int_at_least(1), "a whole number >= 1"),
+            leak_rate=get("LEAK_RATE", "10", _positive_float, "requests per second, a number > 0"),
+            rate_rules=get(
+                "LB_RATE_RULES",
+                DEFAULT_RULES,
+                parse_rules,
+                "METHOD PATH_PREFIX=CAPACITY/RATE rules separated by ';'",
+            ),
+            rate_dry_run=get("LB_RATE_DRY_RUN", "0", _bool, "0 or 1"),
+            redis_url=get("REDIS_URL", "", _redis_url, "a redis:// or rediss:// URL, or empty"),
+            redis_cluster=get("LB_REDIS_CLUSTER", "0", _bool, "0 or 1"),
+            redis_failure=get(
+                "LB_REDIS_FAILURE",
+                "local",
+                _choice(REDIS_FAILURE_MODES),
+                "one of local, open, closed",
+            ),
+            redis_timeout=get("LB_REDIS_TIMEOUT", "0.05", _positive_float, positive),
+            trusted_proxies=get(
+                "LB_TRUSTED_PROXIES", "", _networks, "comma-separated CIDRs, e.g. 10.0.0.0/8"
+            ),
+            log_level=get(
+                "LB_LOG_LEVEL",
+                "INFO",
+                _choice(("DEBUG", "INFO", "WARNING", "ERROR")),
+                "one of DEBUG, INFO, WARNING, ERROR",
+            ),
+            access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
+        )
     )
+
+
+def check_settings(settings: Settings) -> Settings:
+    """Checks that involve more than one variable."""
+    if settings.limit_max < settings.limit_min:
+        raise ConfigError(
+            "LB_LIMIT_MAX",
+            str(settings.limit_max),
+            f"a whole number >= LB_LIMIT_MIN ({settings.limit_min})",
+        )
+    if settings.critical_reserve >= 1:
+        raise ConfigError("LB_CRITICAL_RESERVE", str(settings.critical_reserve), "a ratio below 1")
+    return settings
 
 
 def default_rule(settings: Settings) -> Rule:
