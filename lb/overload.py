@@ -157,10 +157,12 @@ class Admitter:
         timer = loop.call_later(wait, self._expire, waiter)
         try:
             backend = await waiter.future
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the client went away while waiting
             future = waiter.future
-            if future.done() and not future.cancelled() and future.result() is not None:
-                self.pool.finish(future.result(), Outcome.CANCELLED)  # type: ignore[arg-type]
+            if future.cancelled():
+                self._gone(waiter)  # still counted as waiting: it leaves the count now
+            elif (granted := future.result()) is not None:
+                self.pool.finish(granted, Outcome.CANCELLED)  # the slot it was handed
             raise
         finally:
             timer.cancel()
