@@ -9,6 +9,7 @@ BENCHES = {
     "lb": "the lb against a direct backend, nginx and a naive aiohttp proxy",
     "admission": "the lb with in-process buckets vs Redis buckets",
     "bookings": "committed bookings per second on a hot tour and spread over many",
+    "overload": "the stack at 0.8x-10x its capacity, open loop: the lb next to HAProxy",
 }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -72,17 +73,34 @@ async def run_open_loop(
             except (aiohttp.ClientError, TimeoutError, OSError):
                 results.append(Result(klass, 0, time.monotonic() - started, "transport"))
 
-        tasks: list[asyncio.Task[None]] = []
-        begin = time.monotonic()
-        total = int(rate * duration)
-        for i in range(total):
-            due = begin + i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(make_job(i), due)))
-        await asyncio.gather(*tasks)
+        await open_loop(rate, duration, lambda i, due: one(make_job(i), due))
     return results
+
+
+async def open_loop(
+    rate: float, duration: float, start: Callable[[int, float], Coroutine[Any, Any, None]]
+) -> float:
+    """Call `start(i, due)` for request i at its due time (rate per second, `duration`
+    seconds), never waiting for answers; then wait for all of them. Requests due in the same
+    millisecond tick start together, so the schedule costs one timer per tick, not per
+    request. Returns the seconds the schedule took (longer than `duration`: the client
+    itself fell behind)."""
+    tasks: set[asyncio.Task[None]] = set()
+    begin = time.monotonic()
+    total = int(rate * duration)
+    launched = 0
+    while launched < total:
+        due = min(total, int((time.monotonic() - begin) * rate) + 1)
+        while launched < due:
+            task = asyncio.create_task(start(launched, begin + launched / rate))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            launched += 1
+        await asyncio.sleep(0.001)
+    spent = time.monotonic() - begin
+    if tasks:
+        await asyncio.gather(*tasks)
+    return spent
 
 
 def percentile(values: Sequence[float], share: float) -> float:
