@@ -17,6 +17,9 @@ concurrency-limits' habits where they help a small fleet:
 * A window in which in-flight never came near the limit does not raise it (the limit
   would otherwise grow without bound while idle: Netflix's "app-limited" rule).
 * A timeout is a drop: the limit backs off by 10% (AIMD's decrease).
+* A window faster than minRTT pulls minRTT down a fifth of the way: a probe that ran while
+  the host was busy (replicas sharing cores) must not leave the limit inflated until the
+  next probe.
 
 Latencies are measured by the proxy from sending the request to the response head, so the
 time a request waited in the lb's own queue never counts. Time comes from `clock`,
@@ -38,6 +41,7 @@ DROP_BACKOFF: Final = 0.9
 SMOOTHING: Final = 0.5  # share of a computed change applied at once (Gradient2's smoothing)
 WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
 MIN_WINDOW_SAMPLES: Final = 5
+MIN_RTT_SMOOTHING: Final = 0.2
 PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
 
 
@@ -155,6 +159,11 @@ class GradientLimit:
             self._samples = samples  # too few answers to judge: keep collecting
             return
         self.sample_rtt = median(samples)
+        if self.sample_rtt < self.min_rtt:
+            # faster than the probe said: the probe ran while something else (a neighbour
+            # on the host, the other replicas) slowed the backend. Move towards the better
+            # figure, a step at a time: one lucky window of cheap requests is not the rule
+            self.min_rtt += MIN_RTT_SMOOTHING * (self.sample_rtt - self.min_rtt)
         limit = self.estimate
         if self.sample_rtt <= 0:
             gradient = MAX_GRADIENT

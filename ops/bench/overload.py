@@ -94,7 +94,7 @@ def start_haproxy(b: Bench, backends: list[int], maxconn: int, queue_ms: int) ->
     conf = b.dir / "haproxy.cfg"
     conf.write_text(
         f"""global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode http
     timeout connect 1s
@@ -397,7 +397,13 @@ def main(argv: list[str]) -> int:
                 )
 
                 def health(admin: int = admin) -> str:
-                    rows = lb_status(admin)["backends"]
+                    status = lb_status(admin)
+                    limits = ", ".join(
+                        f"{b['limit']} (minRTT {b['min_rtt_ms']:.0f} ms, now {b['sample_rtt_ms']:.0f} ms)"
+                        for b in status["overload"]["backends"]
+                    )
+                    print(f"  lb limits per replica: {limits}", flush=True)
+                    rows = status["backends"]
                     return str(sum(1 for b in rows if not b["healthy"] or b["ejections"]))
 
             else:

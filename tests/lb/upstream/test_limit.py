@@ -97,3 +97,13 @@ def test_probes_again_after_the_interval_and_learns_a_new_min_rtt() -> None:
 def test_rejects_a_floor_above_the_ceiling() -> None:
     with pytest.raises(ValueError):
         GradientLimit(clock=FakeClock(), rng=random.Random(1), floor=5, ceiling=4)
+
+
+def test_a_probe_taken_on_a_busy_host_is_corrected_by_faster_windows() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    probe(limit, clock, 0.3)  # the neighbours were busy during the probe
+    run(limit, clock, 4, 0.1, 20.0)
+    # pulled down until the windows are no faster than it; the next probe does the rest
+    assert limit.min_rtt < 0.25
+    assert limit.limit <= 3 * 4 + 4
