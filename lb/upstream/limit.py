@@ -5,7 +5,9 @@ concurrency-limits' habits where they help a small fleet:
 
 * **minRTT** is the latency of the backend when nothing queues in it. It is measured by a
   *probe*: for a moment the limit drops to the floor and the p50 of the next
-  `probe_samples` answers becomes minRTT. Probes repeat every `probe_interval` seconds
+  `probe_samples` answers sent at that concurrency becomes minRTT. A fresh limit starts
+  at the ceiling with the first window's latency as its guess, and probes after a fifth of
+  the interval. Probes repeat every `probe_interval` seconds
   (jittered, so the lb processes do not probe in step), because a backend's idle latency
   changes (deploys, data growth, a noisy neighbour).
 * **sampleRTT** is the p50 of the answers in the last sample window (`window` seconds).
@@ -15,7 +17,8 @@ concurrency-limits' habits where they help a small fleet:
   limit shrinks towards the backend's real concurrency; the square-root headroom keeps a
   small queue there so it never idles between answers.
 * A window in which in-flight never came near the limit does not raise it (the limit
-  would otherwise grow without bound while idle: Netflix's "app-limited" rule).
+  would otherwise grow without bound while idle: Netflix's "app-limited" rule), and moves
+  it towards twice the in-flight actually used.
 * A timeout is a drop: the limit backs off by 10% (AIMD's decrease).
 * A window faster than minRTT pulls minRTT down a fifth of the way: a probe that ran while
   the host was busy (replicas sharing cores) must not leave the limit inflated until the
@@ -42,6 +45,7 @@ SMOOTHING: Final = 0.5  # share of a computed change applied at once (Gradient2'
 WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
 MIN_WINDOW_SAMPLES: Final = 5
 MIN_RTT_SMOOTHING: Final = 0.2
+FIRST_PROBE: Final = 0.2  # the first probe comes after this share of the probe interval
 PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
 
 
@@ -97,15 +101,19 @@ class GradientLimit:
         self.probe_interval = probe_interval
         self.probe_samples = probe_samples
         self.buffer = buffer
-        self.estimate = float(floor)  # the limit as a real number
+        # A fresh lb knows nothing of its backends: it starts open (the ceiling), takes the
+        # first window's latency as minRTT, and probes properly soon after. Starting at the
+        # floor instead would shed a burst that arrives before any answer came back.
+        self.estimate = float(ceiling)  # the limit as a real number
         self.min_rtt = 0.0  # 0: not measured yet
         self.sample_rtt = 0.0
         self._samples: list[float] = []
         self._max_in_flight = 0
         self._window_end = clock() + window
-        self._probe = True  # the first thing to learn is minRTT
-        self._saved = float(floor)  # the limit to return to after a probe
-        self._next_probe = 0.0
+        self._probe = False
+        self._saved = float(ceiling)  # the limit to return to after a probe
+        jitter = 1 + rng.uniform(-PROBE_JITTER, PROBE_JITTER)
+        self._next_probe = clock() + FIRST_PROBE * probe_interval * jitter
 
     @property
     def limit(self) -> int:
@@ -151,7 +159,7 @@ class GradientLimit:
         self._max_in_flight = 0
         # a window spans a few round trips: the answers in it must be to requests sent
         # under the limit it is judging, or the controller chases its own lag and swings
-        self._window_end = now + max(self.window, WINDOW_RTTS * max(self.min_rtt, self.sample_rtt))
+        self._window_end = now + max(self.window, WINDOW_RTTS * self.min_rtt)
         if now >= self._next_probe:
             self._start_probe()
             return
@@ -159,6 +167,9 @@ class GradientLimit:
             self._samples = samples  # too few answers to judge: keep collecting
             return
         self.sample_rtt = median(samples)
+        if self.min_rtt <= 0:
+            self.min_rtt = self.sample_rtt  # the first window: a first guess until the probe
+            return
         if self.sample_rtt < self.min_rtt:
             # faster than the probe said: the probe ran while something else (a neighbour
             # on the host, the other replicas) slowed the backend. Move towards the better
@@ -171,8 +182,11 @@ class GradientLimit:
             gradient = self.min_rtt * (1 + self.buffer) / self.sample_rtt
             gradient = min(MAX_GRADIENT, max(MIN_GRADIENT, gradient))
         new = limit * gradient + math.sqrt(limit)
-        if new > limit and busy < limit / 2:
-            return  # app-limited: not enough traffic to learn that more would be fine
+        if busy < limit / 2:
+            # app-limited: too little traffic to learn that more would be fine, and a limit
+            # far above what is used protects nothing (a fresh limit starts at the ceiling):
+            # keep it within twice the use; the gradient grows it again when traffic comes
+            new = min(new, limit, max(float(self.floor), 2.0 * busy))
         new = limit + SMOOTHING * (new - limit)
         self.estimate = min(float(self.ceiling), max(float(self.floor), new))
 
@@ -185,7 +199,10 @@ class GradientLimit:
         self.min_rtt = median(self._samples)
         self._samples = []
         self._probe = False
-        self.estimate = max(self._saved, float(self.floor))
+        # half the limit from before the probe: growth is quick when there is room (the
+        # gradient may double it each window), and a limit that had crept up does not
+        # return whole into a backend that got slower
+        self.estimate = max(self._saved / 2, float(self.floor))
         jitter = self._rng.uniform(-PROBE_JITTER, PROBE_JITTER)
         self._next_probe = now + self.probe_interval * (1 + jitter)
         self._window_end = now + self.window

@@ -34,10 +34,23 @@ def run(limit: GradientLimit, clock: FakeClock, slots: int, service: float, seco
         limit.sample(rtt, in_flight)
 
 
-def test_starts_at_the_floor_and_learns_min_rtt_from_low_concurrency_answers_only() -> None:
+def start(limit: GradientLimit, clock: FakeClock) -> None:
+    """Run the limit until its first probe begins."""
+    while not limit.probing:
+        limit.in_flight(limit.limit)
+        clock.advance(0.01)
+        limit.sample(0.2, limit.limit)
+
+
+def test_starts_open_then_probes_and_learns_min_rtt_from_low_concurrency_answers_only() -> None:
     clock = FakeClock()
     limit = make(clock)
-    assert limit.probing and limit.limit == 2
+    # a burst before any answer came back is not shed by a limit that knows nothing yet
+    assert not limit.probing and limit.limit == 64
+    started = clock.now
+    start(limit, clock)
+    assert 4.5 <= clock.now - started <= 7.5  # a fifth of the 30 s interval, jittered
+    assert limit.limit == 2
     limit.sample(5.0, in_flight=10)  # sent before the probe at high concurrency: ignored
     probe(limit, clock, 0.05)
     assert not limit.probing
@@ -48,27 +61,28 @@ def test_starts_at_the_floor_and_learns_min_rtt_from_low_concurrency_answers_onl
 def test_converges_just_above_the_backends_real_concurrency(slots: int) -> None:
     clock = FakeClock()
     limit = make(clock)
+    start(limit, clock)
     probe(limit, clock, 0.1)
     run(limit, clock, slots, 0.1, 20.0)
     # enough to keep every slot busy, a small queue of headroom, never runaway
     assert slots <= limit.limit <= 2 * slots + 4
 
 
-def test_does_not_grow_while_app_limited() -> None:
+def test_does_not_grow_while_app_limited_and_comes_down_to_twice_the_use() -> None:
     clock = FakeClock()
     limit = make(clock)
-    probe(limit, clock, 0.01)
-    before = limit.limit
+    assert limit.limit == 64
     for _ in range(500):
-        limit.in_flight(1)  # one request at a time: nothing says more would be fine
+        limit.in_flight(3)  # three requests at a time: nothing says more would be fine
         clock.advance(0.01)
-        limit.sample(0.01, 1)
-    assert limit.limit == before
+        limit.sample(0.01, 3)
+    assert 6 <= limit.limit <= 7
 
 
 def test_stays_within_floor_and_ceiling_and_backs_off_on_timeouts() -> None:
     clock = FakeClock()
     limit = make(clock, floor=3, ceiling=8)
+    start(limit, clock)
     probe(limit, clock, 0.01)
     run(limit, clock, 100, 0.01, 5.0)  # a huge backend: only the ceiling stops growth
     assert limit.limit == 8
@@ -80,6 +94,7 @@ def test_stays_within_floor_and_ceiling_and_backs_off_on_timeouts() -> None:
 def test_probes_again_after_the_interval_and_learns_a_new_min_rtt() -> None:
     clock = FakeClock()
     limit = make(clock)
+    start(limit, clock)
     probe(limit, clock, 0.1)
     started = clock.now
     run(limit, clock, 8, 0.1, 20.0)
@@ -102,8 +117,10 @@ def test_rejects_a_floor_above_the_ceiling() -> None:
 def test_a_probe_taken_on_a_busy_host_is_corrected_by_faster_windows() -> None:
     clock = FakeClock()
     limit = make(clock)
+    start(limit, clock)
     probe(limit, clock, 0.3)  # the neighbours were busy during the probe
-    run(limit, clock, 4, 0.1, 20.0)
-    # pulled down until the windows are no faster than it; the next probe does the rest
-    assert limit.min_rtt < 0.25
-    assert limit.limit <= 3 * 4 + 4
+    for _ in range(300):  # then the backend answers in 0.1 s
+        limit.in_flight(2)
+        clock.advance(0.05)
+        limit.sample(0.1, 2)
+    assert limit.min_rtt < 0.12
