@@ -75,6 +75,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checkout", type=float, default=0.1, help="share of checkout arrivals")
     parser.add_argument("--factors", default=",".join(str(f) for f in FACTORS))
     parser.add_argument("--proxies", default="lb,haproxy")
+    parser.add_argument(
+        "--lb-workers",
+        type=int,
+        default=2,
+        help="lb processes (HAProxy runs one thread per CPU by default: the same share)",
+    )
     parser.add_argument("--haproxy-maxconn", type=int, default=3)
     parser.add_argument("--haproxy-queue-ms", type=int, default=100)
     return parser.parse_args(argv)
@@ -387,6 +393,7 @@ def main(argv: list[str]) -> int:
                 port, admin, pid = launch_lb(
                     with_procs,
                     ports,
+                    workers=args.lb_workers,
                     env={
                         "REDIS_URL": redis.url,
                         "LB_TRUSTED_PROXIES": "127.0.0.1/32",
