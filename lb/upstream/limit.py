@@ -45,6 +45,7 @@ SMOOTHING: Final = 0.5  # share of a computed change applied at once (Gradient2'
 WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
 MIN_WINDOW_SAMPLES: Final = 5
 MIN_RTT_SMOOTHING: Final = 0.2
+MAX_MIN_RTT_RISE: Final = 1.5
 FIRST_PROBE: Final = 0.2  # the first probe comes after this share of the probe interval
 PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
 
@@ -196,7 +197,13 @@ class GradientLimit:
         self._samples = []
 
     def _end_probe(self, now: float) -> None:
-        self.min_rtt = median(self._samples)
+        measured = median(self._samples)
+        if self.min_rtt > 0:
+            # a probe can raise minRTT by half at most: one taken while the host's cores
+            # were busy with the other replicas would otherwise inflate every limit until
+            # the next probe; a backend that really got slower is followed probe by probe
+            measured = min(measured, self.min_rtt * MAX_MIN_RTT_RISE)
+        self.min_rtt = measured
         self._samples = []
         self._probe = False
         # half the limit from before the probe: growth is quick when there is room (the

@@ -124,3 +124,17 @@ def test_a_probe_taken_on_a_busy_host_is_corrected_by_faster_windows() -> None:
         clock.advance(0.05)
         limit.sample(0.1, 2)
     assert limit.min_rtt < 0.12
+
+
+def test_a_probe_raises_min_rtt_by_half_at_most() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    start(limit, clock)
+    probe(limit, clock, 0.05)
+    for expected in (0.075, 0.1125, 0.16875, 0.2):  # the backend really got 4x slower
+        while not limit.probing:
+            limit.in_flight(limit.limit)
+            clock.advance(0.05)
+            limit.sample(0.2, limit.limit)
+        probe(limit, clock, 0.2)
+        assert limit.min_rtt == pytest.approx(expected)
