@@ -25,6 +25,8 @@ from lb.config import BackendURL, Settings, admission_options
 from lb.http.deadlines import Deadlines
 from lb.identity import ClientResolver
 from lb.metrics import CacheMetrics, Metrics
+from lb.overload import Admitter
+from lb.priority import Classifier
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.status import RateMeter
@@ -53,6 +55,17 @@ class Runtime:
         options = admission_options(settings)
         self.admission = build_admission(options, registry)
         self.policy = policy_authority(self.admission, options)
+        self.admitter = Admitter(
+            self.pool,
+            classifier=Classifier(settings.priority_rules),
+            clock=time.monotonic,
+            rng=random.Random(seed + 3),
+            floor=settings.limit_min,
+            ceiling=settings.limit_max,
+            queue_delay=settings.queue_delay,
+            critical_reserve=settings.critical_reserve,
+            on_shed=self.metrics.shed,
+        )
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
         self.upstream = UpstreamClient(
@@ -69,6 +82,7 @@ class Runtime:
             rng=random.Random(seed + 2),
             loop=loop,
             cache=self.cache,
+            admitter=self.admitter,
         )
         self.server = Server(
             self.proxy,
@@ -153,13 +167,23 @@ class Runtime:
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
             "cache": None if self.cache is None else self.cache.snapshot(),
+            "overload": self.overload_snapshot(),
         }
+
+    def overload_snapshot(self) -> dict[str, Any]:
+        """The admitter's state, also pushed to the overload gauges."""
+        snap = self.admitter.snapshot()
+        self.metrics.sync_overload(snap)
+        return snap
 
     async def _sync(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             try:
                 self.metrics.sync(self.pool.snapshot())
+                self.overload_snapshot()
+                self.pool.logs.flush()
+                self.admitter.logs.flush()
                 self.rates.sample(self.proxy.answered)
                 if self.proxy.access_log is not None:
                     self.proxy.access_log.flush()

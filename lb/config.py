@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from lb.admission.options import AdmissionOptions
 from lb.admission.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
+from lb.priority import DEFAULT_PRIORITY_RULES, PriorityRule, parse_priority_rules
 
 T = TypeVar("T")
 
@@ -90,6 +91,12 @@ class Settings:
     breaker_min_requests: int
     breaker_window: float
     breaker_open_seconds: float
+    # overload: adaptive concurrency limits, bounded wait, priorities
+    limit_min: int
+    limit_max: int
+    queue_delay: float
+    critical_reserve: float
+    priority_rules: tuple[PriorityRule, ...]
     # admission
     bucket_capacity: int
     leak_rate: float
@@ -228,7 +235,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """Validate every lb variable in `environ`; raise ConfigError on the first bad one."""
     get = _Reader(environ)
     positive = "a number of seconds > 0"
-    return Settings(
+    settings = Settings(
         listen=get("LB_LISTEN", "127.0.0.1:8080", _address, "host:port, e.g. 127.0.0.1:8080"),
         admin_listen=get(
             "LB_ADMIN_LISTEN", "127.0.0.1:9100", _address, "host:port, e.g. 127.0.0.1:9100"
@@ -279,6 +286,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         breaker_window=get("LB_BREAKER_WINDOW", "10", _positive_float, positive),
         breaker_open_seconds=get("LB_BREAKER_OPEN", "5", _positive_float, positive),
+        limit_min=get("LB_LIMIT_MIN", "2", _int_at_least(1), "a whole number >= 1"),
+        limit_max=get("LB_LIMIT_MAX", "128", _int_at_least(1), "a whole number >= 1"),
+        queue_delay=get("LB_QUEUE_DELAY", "0.1", _positive_float, positive),
+        critical_reserve=get(
+            "LB_CRITICAL_RESERVE", "0.1", _ratio, "a ratio between 0 and 1 (exclusive of 1)"
+        ),
+        priority_rules=get(
+            "LB_PRIORITY_RULES",
+            DEFAULT_PRIORITY_RULES,
+            parse_priority_rules,
+            "METHOD PATH_PREFIX=CLASS rules separated by ';', CLASS one of critical, normal, low",
+        ),
         bucket_capacity=get("BUCKET_CAPACITY", "20", _int_at_least(1), "a whole number >= 1"),
         leak_rate=get("LEAK_RATE", "10", _positive_float, "requests per second, a number > 0"),
         rate_rules=get(
@@ -313,6 +332,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ printable characters"
         ),
     )
+    return check_settings(settings)
+
+
+def check_settings(settings: Settings) -> Settings:
+    """Checks that involve more than one variable."""
+    if settings.limit_max < settings.limit_min:
+        raise ConfigError(
+            "LB_LIMIT_MAX",
+            str(settings.limit_max),
+            f"a whole number >= LB_LIMIT_MIN ({settings.limit_min})",
+        )
+    if settings.critical_reserve >= 1:
+        raise ConfigError("LB_CRITICAL_RESERVE", str(settings.critical_reserve), "a ratio below 1")
+    return settings
 
 
 def _token(text: str) -> str | None:

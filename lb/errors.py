@@ -80,6 +80,18 @@ class NoBackend(LbError):
         )
 
 
+class Overloaded(LbError):
+    """Every eligible backend is at its concurrency limit and the bounded wait ran out."""
+
+    status, code = 503, "overloaded"
+    default_detail = "The service is at capacity; retry after the time in Retry-After."
+
+    def __init__(
+        self, detail: str | None = None, *, retry_after: int = 1, headers: Headers = ()
+    ) -> None:
+        super().__init__(detail, headers=(("Retry-After", str(retry_after)), *tuple(headers)))
+
+
 class GatewayTimeout(LbError):
     status, code = 504, "gateway_timeout"
     default_detail = "The backend did not answer in time."

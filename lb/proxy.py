@@ -19,6 +19,7 @@ from lb.errors import (
     GatewayTimeout,
     LbError,
     NoBackend,
+    Overloaded,
     RequestTimeout,
     render_error,
 )
@@ -26,6 +27,7 @@ from lb.http.connection import ClientConnection
 from lb.http.request import BodyError, Request
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
+from lb.overload import Admitter
 from lb.relay import relay, tunnel
 from lb.upstream.backend import Backend, Outcome, classify_status
 from lb.upstream.connection import (
@@ -74,8 +76,10 @@ class Proxy:
         rng: random.Random,
         loop: asyncio.AbstractEventLoop,
         cache: EdgeCache | None = None,
+        admitter: Admitter | None = None,
     ) -> None:
         self.cache = cache  # issue 10: the micro-cache (lb/cache/); None when LB_CACHE_BYTES=0
+        self.admitter = admitter  # overload control (lb/overload.py)
         self.settings = settings
         self.pool = pool
         self.upstream = upstream
@@ -260,8 +264,23 @@ class Proxy:
         body_touched = False
         last: _Failed | None = None
         pending: Backend | None = None  # already picked for the next attempt
+        # OVERLOAD (issue 14): the request's shedding class, once per request
+        klass = self.admitter.classify(method, request.path) if self.admitter else ""
         while True:
-            backend = pending or (pool.pick(tried) if tried else pool.pick())
+            # OVERLOAD: a slot under the backend's adaptive limit, a bounded wait for one,
+            # or Overloaded (503). The slot is the pool's pick: pool.finish() frees it.
+            backend: Backend | None
+            try:
+                if pending is not None:
+                    backend = pending
+                elif self.admitter is not None:
+                    backend = await self.admitter.acquire(klass, tried)
+                else:
+                    backend = pool.pick(tried) if tried else pool.pick()
+            except Overloaded:
+                if retries > 0:
+                    pool.retry_budget.release()  # the retry granted could not start
+                raise
             pending = None
             if backend is None:
                 if retries > 0:
@@ -273,6 +292,7 @@ class Proxy:
             budgeted = retries > 0
             conn: UpstreamConnection | None = None
             cpool = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
+            sent_at = loop.time()  # OVERLOAD: the backend's latency excludes the lb's queue
             try:
                 try:
                     conn = None if websocket else cpool.take_idle()
@@ -287,6 +307,8 @@ class Proxy:
                         body_touched = True
                         await self._send_body(request, conn, deadline)
                     await conn.read_head(min(settings.first_byte_timeout, deadline - loop.time()))
+                    if self.admitter is not None:  # OVERLOAD: one latency sample per answer
+                        self.admitter.sample(backend, loop.time() - sent_at)
                 except ConnectFailed as exc:
                     raise _Failed(
                         Outcome.CONNECT_FAILURE, False, BadGateway(f"Backend unreachable: {exc}")

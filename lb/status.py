@@ -98,6 +98,7 @@ class StatusBoard:
             "admission": admission,
             "top_rejected": sorted(rejected.items(), key=lambda kv: -kv[1])[:10],
             "cache": combine_cache(snapshots),
+            "overload": combine_overload(snapshots),
         }
 
 
@@ -163,6 +164,70 @@ def render_policy_page(view: dict[str, Any]) -> str:
 """
 
 
+# -- overload control (lb/overload.py) ----------------------------------------------------------
+
+
+def combine_overload(snapshots: Sequence[Snapshot]) -> Snapshot:
+    """The workers' overload sections as one: queue and counts summed, the longest delay,
+    per backend the limits and in-flight summed (each worker has its own limit)."""
+    merged: Snapshot = {
+        "queue_length": 0,
+        "queue_delay_ms": 0.0,
+        "queue_delay_max_ms": 0.0,
+        "standing_queue": False,
+        "drain_per_second": 0.0,
+        "shed_per_second": 0.0,
+        "admitted": {},
+        "shed": {},
+        "backends": [],
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    for snap in snapshots:
+        part = snap.get("overload")
+        if not part:
+            continue
+        for key in ("queue_length", "drain_per_second", "shed_per_second"):
+            merged[key] = round(merged[key] + part.get(key, 0), 1)
+        for key in ("queue_delay_ms", "queue_delay_max_ms"):
+            merged[key] = max(merged[key], part.get(key, 0.0))
+        merged["standing_queue"] = merged["standing_queue"] or part.get("standing_queue", False)
+        for key in ("admitted", "shed"):
+            for klass, count in part.get(key, {}).items():
+                merged[key][klass] = merged[key].get(klass, 0) + count
+        for row in part.get("backends", []):
+            seen = rows.get(row["name"])
+            if seen is None:
+                rows[row["name"]] = dict(row)
+                continue
+            seen["limit"] += row["limit"]
+            seen["in_flight"] += row["in_flight"]
+            seen["min_rtt_ms"] = max(seen["min_rtt_ms"], row["min_rtt_ms"])
+            seen["sample_rtt_ms"] = max(seen["sample_rtt_ms"], row["sample_rtt_ms"])
+            seen["probing"] = seen["probing"] or row["probing"]
+    merged["backends"] = list(rows.values())
+    return merged
+
+
+def render_overload_html(overload: Snapshot) -> str:
+    """The overload section of the status page."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><td>{esc(str(b['name']))}</td><td>{b['limit']}</td><td>{b['in_flight']}</td>"
+        f"<td>{b['min_rtt_ms']}</td><td>{b['sample_rtt_ms']}</td>"
+        f"<td>{'yes' if b['probing'] else ''}</td></tr>"
+        for b in overload.get("backends", [])
+    )
+    shed = ", ".join(f"{esc(k)} {v}" for k, v in overload.get("shed", {}).items())
+    return (
+        f"<h2>overload</h2><p>queue {overload.get('queue_length', 0)} waiting, "
+        f"delay {overload.get('queue_delay_ms', 0)} ms (max {overload.get('queue_delay_max_ms', 0)} ms)"
+        f"{' &mdash; <b>STANDING QUEUE</b>' if overload.get('standing_queue') else ''}; "
+        f"shed: {shed or 'none'}</p>"
+        "<table><tr><th>backend</th><th>limit</th><th>in flight</th><th>min RTT ms</th>"
+        f"<th>sample RTT ms</th><th>probing</th></tr>{rows}</table>"
+    )
+
+
 _BREAKER_ORDER = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -220,6 +285,7 @@ tr.down {{ background: #fdd; }} tr.up {{ background: #efe; }}
 <th>drained</th><th>outstanding</th><th>req/s</th><th>requests</th><th>failures</th><th></th></tr>
 {"".join(rows)}
 </table>
+{render_overload_html(status.get("overload") or {})}
 <h2>admission</h2><p>mode: {esc(str(admission.get("mode", "off")))}</p><ul>{rules}</ul>
 <h2>most rejected clients</h2><ul>{rejected or "<li>none</li>"}</ul>
 {render_cache_html(status.get("cache"))}

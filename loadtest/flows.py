@@ -117,8 +117,9 @@ class TourBookUser(FastHttpUser):
                     response.success()
                     return status, payload
                 if status in (429, 503) and response.headers.get("Retry-After"):
-                    # back-pressure: honoured, not a failure
-                    response.request_meta["name"] = names.expected(name, str(status))
+                    # back-pressure (rate limited, or the lb shedding load: 503 overloaded):
+                    # honoured by waiting Retry-After, not a failure
+                    response.request_meta["name"] = names.expected(name, f"{status} {code}".strip())
                     response.success()
                     wait = retry_after(response.headers)
                 elif outcome := expected(status, code):

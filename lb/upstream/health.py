@@ -78,8 +78,8 @@ class HealthChecker:
         """One round: check every backend concurrently and report the results."""
         backends = self._pool.backends
         results = await asyncio.gather(*(self._check(b) for b in backends))
-        for backend, ok in zip(backends, results, strict=True):
-            self._pool.health_result(backend, ok)
+        for backend, (ok, timed_out) in zip(backends, results, strict=True):
+            self._pool.health_result(backend, ok, timed_out=timed_out)
 
     async def _run(self) -> None:
         # A short random start offset spreads the checks of several lb processes apart.
@@ -92,7 +92,9 @@ class HealthChecker:
                 log.exception("health check round failed")
             await asyncio.sleep(next_delay(self._interval, time.monotonic() - started, self._rng))
 
-    async def _check(self, backend: Backend) -> bool:
+    async def _check(self, backend: Backend) -> tuple[bool, bool]:
+        """(passed, timed out). Checks go straight to the backend on their own connection:
+        they never wait behind the lb's concurrency limit or its queue."""
         assert self._session is not None
         url = backend.url.url + self._path
         try:
@@ -101,7 +103,10 @@ class HealthChecker:
                 ok = passed(response.status)
                 if not ok:
                     log.debug("health check %s: status %d", backend.name, response.status)
-                return ok
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                return ok, False
+        except TimeoutError:
+            log.debug("health check %s timed out", backend.name)
+            return False, True
+        except (aiohttp.ClientError, OSError) as exc:
             log.debug("health check %s failed: %r", backend.name, exc)
-            return False
+            return False, False

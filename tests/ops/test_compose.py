@@ -33,6 +33,13 @@ FIXED_METRICS = {
     "lb_admission_rejected_total",
     "lb_admission_mode",
     "lb_admission_redis_errors_total",
+    # overload control (issue 14)
+    "lb_backend_concurrency_limit",
+    "lb_backend_min_rtt_seconds",
+    "lb_overload_queue_length",
+    "lb_overload_queue_delay_seconds",
+    "lb_overload_shed_total",
+    "lb_overload_admitted_total",
     "backend_http_requests_total",
     "backend_http_request_duration_seconds",
     "backend_bookings_total",
