@@ -4,6 +4,7 @@ var/stack.env), says in one line what it needs otherwise, and never creates a fi
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -50,13 +51,14 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("stackhome")
     var = home / "var"
     (var / "db").mkdir(parents=True)
-    plan = build_plan(Options(var=var), {}, sqlite_stores(var), "test-secret-key")
+    plan = build_plan(Options(var=var), {}, sqlite_stores(var), secrets.token_urlsafe(32))
     (var / "stack.env").write_text(stack_env_file(plan))
     env = bare_env(
         DATABASE_URL=plan.stores.database_url,
         SHARD_URLS=",".join(plan.stores.shard_urls),
         BACKEND_VAR_DIR=str(var),
         DJANGO_DEBUG="1",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(32),
     )
     done = subprocess.run(
         [sys.executable, "-m", "backend", "migrate_all", "--verbosity", "0"],
