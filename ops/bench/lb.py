@@ -13,15 +13,17 @@ from collections.abc import AsyncIterator, Callable
 
 from ops.bench.common import (
     NGINX,
-    WRK,
     Bench,
-    Result,
     bench,
-    measure,
-    run_load,
     start_lb,
     start_nginx_backends,
     start_nginx_proxy,
+)
+from ops.bench.load import (
+    WRK,
+    Result,
+    measure,
+    run_load,
     table,
 )
 from ops.servers import free_port
