@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,13 +74,18 @@ def finish_migration(nodes: list[RedisServer], target: RedisServer, slot: int) -
 
 
 @pytest.fixture
-def own_cluster(work_dir: Path) -> list[RedisServer]:
+def own_cluster(work_dir: Path) -> Iterator[list[RedisServer]]:
     base = work_dir / f"cluster-reshard-{os.getpid()}-{time.monotonic_ns()}"
     nodes = [RedisServer(base / str(i), port=cluster_port(), cluster=True) for i in range(3)]
     try:
         for node in nodes:
             node.start()
         create_redis_cluster(nodes)
+        # every node, not only the first, must see the cluster whole before the test moves slots
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in cli(n, "CLUSTER", "INFO") for n in nodes):
+            assert time.monotonic() < deadline, "the cluster did not converge"
+            time.sleep(0.1)
         yield nodes
     finally:
         for node in nodes:
@@ -95,6 +100,7 @@ async def test_moved_and_ask_reread_the_slot_map_and_keep_the_bucket(
     nodes = own_cluster
     caplog.set_level(logging.WARNING, logger="lb.admission")
     admission, _ = await admission_for(nodes[0].url, cluster=True)  # type: ignore[misc]
+    await wait_for(lambda: admission.status()["mode"] == "redis", within=15)
     client = "10.7.0.1"
     key = bucket_key("default", client)
     slot = key_slot(key.encode())
