@@ -23,6 +23,16 @@ pytestmark = [pytest.mark.postgres]
 NOW = dt.datetime(2030, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 
+@pytest.fixture(autouse=True)
+def _close_connections_after(django_orm: dict[str, str]) -> Iterator[None]:
+    """Leave no open connection behind: a later test module (test_health) restarts a shard
+    server, and the session's ORM must then connect afresh, not reuse a terminated session."""
+    yield
+    from django.db import connections
+
+    connections.close_all()
+
+
 def _tour_on(alias: str, capacity: int = 5) -> Any:
     from backend.sharding import shard_for
     from backend.tours.services import tour_create
