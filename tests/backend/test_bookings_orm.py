@@ -8,7 +8,6 @@ import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,6 +16,8 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import IntegrityError, InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
+
+from tests.support.databases import tour_on
 
 pytestmark = [pytest.mark.postgres]
 
@@ -31,23 +32,6 @@ def _close_connections_after(django_orm: dict[str, str]) -> Iterator[None]:
     from django.db import connections
 
     connections.close_all()
-
-
-def _tour_on(alias: str, capacity: int = 5) -> Any:
-    from backend.sharding import shard_for
-    from backend.tours.services import tour_create
-
-    while True:
-        tour_id = uuid.uuid4()
-        if shard_for(tour_id) == alias:
-            return tour_create(
-                tour_id=tour_id,
-                name=f"orm {alias} {tour_id.hex[:6]}",
-                price=Decimal("10.00"),
-                start_date=dt.date(2031, 1, 1),
-                end_date=dt.date(2031, 1, 2),
-                capacity=capacity,
-            )
 
 
 @contextlib.contextmanager
@@ -81,7 +65,7 @@ def test_a_second_booking_under_one_key_on_a_shard_is_in_progress(
     from backend.bookings.seats import HoldRequest, take_seats
     from backend.bookings.shards import booking_id_for_tour
 
-    first, second = _tour_on("shard_0"), _tour_on("shard_0")
+    first, second = tour_on("shard_0", 5), tour_on("shard_0", 5)
     user = _user_id()
 
     def hold(tour: Any) -> Any:
@@ -111,7 +95,7 @@ def test_a_keyed_booking_succeeds_while_the_other_shard_is_down(
     from backend.bookings.serializers import render_booking
     from backend.bookings.services import booking_create
 
-    tour = _tour_on("shard_0")
+    tour = tour_on("shard_0", 5)
     user = _user_id()
     with unreachable("shard_1"):
         made = booking_create(
@@ -147,7 +131,7 @@ def test_pay_and_cancel_go_through_the_lifecycle(django_orm: dict[str, str]) -> 
     from backend.payments.models import Payment
     from backend.payments.services import booking_pay
 
-    tour = _tour_on("shard_1", capacity=4)
+    tour = tour_on("shard_1", capacity=4)
     user = _user_id()
     now = dt.datetime.now(dt.UTC)
     made = booking_create(user_id=user, tour_id=tour.pk, seats=3, render=render_booking, now=now)

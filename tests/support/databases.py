@@ -174,3 +174,24 @@ def django_orm(
 
     connections.close_all()
     drop_databases(pg_servers, name)
+
+
+def tour_on(alias: str, capacity: int = 3) -> Any:
+    """A tour created through the ORM (with `django_orm`) whose id lands on shard `alias`."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from backend.sharding import shard_for
+    from backend.tours.services import tour_create
+
+    while True:
+        tour_id = uuid.uuid4()
+        if shard_for(tour_id) == alias:
+            return tour_create(
+                tour_id=tour_id,
+                name=f"orm {alias} {tour_id.hex[:6]}",
+                price=Decimal("10.00"),
+                start_date=dt.date(2031, 1, 1),
+                end_date=dt.date(2031, 1, 2),
+                capacity=capacity,
+            )
