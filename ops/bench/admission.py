@@ -21,15 +21,17 @@ from pathlib import Path
 from ops.bench.common import (
     NGINX,
     OPEN_ADMISSION,
-    WRK,
     Bench,
-    Result,
     bench,
-    cpu_seconds,
     launch_lb,
+    start_nginx_backends,
+)
+from ops.bench.load import (
+    WRK,
+    Result,
+    cpu_seconds,
     measure,
     run_load,
-    start_nginx_backends,
     table,
 )
 from ops.servers import RedisServer
