@@ -91,6 +91,9 @@ class Bench:
         self.replicas: list[Process] = []
         self.urls: list[str] = []
         self.env: dict[str, str] = {}
+        self.extra: dict[
+            str, str
+        ] = {}  # more replica variables (e.g. REDIS_URL), set before start()
 
     def start(self) -> None:
         for i in range(3):
@@ -108,6 +111,7 @@ class Bench:
             EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
             GUNICORN_LOG_LEVEL="warning",
         )
+        self.env.update(self.extra)
         self.manage("migrate_all", "-v", "0")
         ports = [free_port() for _ in range(self.args.replicas)]
         self.urls = start_replicas(self.env, ports, self.work, self.replicas)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ops.bench import bookings
-from ops.bench.common import WRK, bench, cpu_seconds, launch_lb
+from ops.bench.common import bench, launch_lb
+from ops.bench.load import WRK, cpu_seconds
 from ops.servers import RedisServer
 
 SEARCHES = ("bench", "black", "friday", "tour", "sea", "city", "alps", "river")
@@ -51,16 +52,6 @@ class Figures:
     rejected: int
     hit_ratio: float | None
     replica_cpu_us: float | None
-
-
-class Stack(bookings.Bench):
-    """The bookings bench's PostgreSQL + replicas, with extra replica environment."""
-
-    extra: dict[str, str] = {}
-
-    def manage(self, *args: str) -> str:
-        self.env.update(self.extra)  # start() builds env, then migrates, then starts replicas
-        return super().manage(*args)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -315,7 +306,7 @@ def freshness(lb: str, token: str, tour: str, samples: int) -> list[float]:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     ns = argparse.Namespace(replicas=args.replicas, workers=args.workers, threads=args.threads)
-    stack = Stack(ns)
+    stack = bookings.Bench(ns)
     redis = RedisServer(stack.work / "redis")
     rows: list[Figures] = []
     lags: list[float] = []

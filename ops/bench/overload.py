@@ -33,7 +33,8 @@ from typing import Any
 
 from ops.bench.bookings import Bench as StackBench
 from ops.bench.bookings import seed
-from ops.bench.common import Bench, cpu_seconds, launch_lb
+from ops.bench.common import Bench, launch_lb
+from ops.bench.load import cpu_seconds
 from ops.bench.openloop import open_loop, percentile
 from ops.servers import RedisServer, free_port
 
@@ -375,7 +376,7 @@ def main(argv: list[str]) -> int:
     try:
         redis = RedisServer(stack.work / "redis").start()
         # the replicas' cache in Redis too (db 1, as in compose); the lb's buckets in db 0
-        os.environ["REDIS_URL"] = redis.url.rsplit("/", 1)[0] + "/1"
+        stack.extra = {"REDIS_URL": redis.url.rsplit("/", 1)[0] + "/1"}
         stack.start()
         seeded = seed(
             stack.env,
