@@ -3,10 +3,15 @@
 GUNICORN_WORKERS (default 2), GUNICORN_THREADS (default 4), GUNICORN_BIND (else 0.0.0.0:$PORT,
 else 127.0.0.1:8000), GUNICORN_TIMEOUT (default 30 s). With several workers, the Prometheus
 client runs in multiprocess mode so one scrape of /metrics covers every worker.
+
+The Django settings are checked here, in the master, before any worker starts: a missing
+DJANGO_SECRET_KEY (or any bad value) stops the replica with one line, instead of a traceback
+per worker boot.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -25,6 +30,18 @@ def _int(name: str, default: int) -> int:
     return value
 
 
+def _check_settings() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
+    except ImproperlyConfigured as exc:
+        raise SystemExit(f"backend: configuration error: {exc}") from None
+
+
+_check_settings()
+
 wsgi_app = "backend.wsgi:application"
 worker_class = "gthread"
 workers = _int("GUNICORN_WORKERS", 2)
@@ -38,6 +55,14 @@ elif os.environ.get("PORT"):
     bind = [f"0.0.0.0:{_int('PORT', 8000)}"]
 else:
     bind = ["127.0.0.1:8000"]
+# Request heads: the lb refuses oversized ones first (LB_MAX_HEADER_BYTES, 16384 by default)
+# with its JSON 400/431, so gunicorn's limits sit above anything the lb lets through; below
+# them gunicorn would answer with its own HTML 400/414/431. limit_request_line cannot be set
+# above 8190 except as 0 (no limit of its own: the lb's head limit bounds the line).
+_MAX_HEAD = _int("GUNICORN_MAX_HEADER_BYTES", 32768)
+limit_request_line = 0
+limit_request_field_size = _MAX_HEAD
+limit_request_fields = min(32768, _MAX_HEAD // 4)  # "a:\r\n" is the shortest field
 accesslog = None  # the app logs one JSON line per request itself
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")

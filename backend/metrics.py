@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -44,9 +45,18 @@ SHARD_UNAVAILABLE = Counter(
     ["shard"],
     registry=REGISTRY,
 )
+SHARD_UP = Gauge(
+    "backend_shard_up",
+    "1 while this replica can reach the database (by alias: default, shard_0, ...), 0 while "
+    "its circuit is open and requests for it fail fast. Set when the state changes.",
+    ["shard"],
+    registry=REGISTRY,
+    # several workers: the latest word of any live worker
+    multiprocess_mode="livemostrecent",
+)
 TOUR_LIST_CACHE = Counter(
     "backend_tour_list_cache_total",
-    "Tour list lookups in the cache, by result (hit, miss, error).",
+    "Tour list lookups in the cache, by result (hit, miss, stale, error).",
     ["result"],
     registry=REGISTRY,
 )

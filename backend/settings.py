@@ -10,11 +10,10 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from backend.common.env import env_bool, env_int, env_list, env_str
-from backend.sharding.shardmap import shard_alias
+from backend.common.env import database_map, env_bool, env_float, env_int, env_list, env_str
+from backend.sharding.circuit import with_circuits
 
 ENV = os.environ
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,14 +21,15 @@ VAR_DIR = Path(env_str(ENV, "BACKEND_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool(ENV, "DJANGO_DEBUG", False)
 
+# No fallback, not even with DJANGO_DEBUG=1: a key written in the repository is a key anyone
+# can sign tokens with (`ops up` generates one into var/secret_key).
 SECRET_KEY = env_str(ENV, "DJANGO_SECRET_KEY")
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is unset: required when DJANGO_DEBUG=0 "
-            "(one shared value for all replicas; it signs the JWTs)"
-        )
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789"
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is unset: required, also with DJANGO_DEBUG=1 (one shared random "
+        "value for all replicas; it signs the JWTs), e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    )
 
 ALLOWED_HOSTS = env_list(ENV, "DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 
@@ -56,10 +56,13 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "backend.common.middleware.RequestLogMiddleware",
     "backend.common.middleware.JsonErrorMiddleware",
+    "backend.common.cache_headers.CacheHeadersMiddleware",
     # before any middleware that validates the Host header
     "backend.health.middleware.ProbeMiddleware",
     "backend.common.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # sees the responses of the session and CSRF middlewares below: marks their cookies Secure
+    "backend.common.middleware.SecureCookieMiddleware",
     # admin and API-docs assets, straight from the installed apps (no collectstatic needed)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -90,45 +93,12 @@ TEMPLATES = [
 ]
 
 # --- databases: "default" (users, auth, token blacklist) + one alias per shard server ---
-CONN_MAX_AGE = env_int(ENV, "DB_CONN_MAX_AGE", 60)
-DB_CONNECT_TIMEOUT = env_int(ENV, "DB_CONNECT_TIMEOUT", 2, minimum=1)
-
-
-def _database(name: str, url: str) -> dict[str, object]:
-    try:
-        config: dict[str, object] = dict(
-            dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
-        )
-    except Exception as exc:
-        raise ImproperlyConfigured(f"{name}={url!r}: expected a database URL ({exc})") from None
-    engine = str(config.get("ENGINE", ""))
-    options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
-    if "sqlite" in engine:
-        # threaded workers share the file: WAL lets readers run beside the writer, and a
-        # writer waits (instead of failing with "database is locked")
-        options.setdefault("timeout", 20)
-        options.setdefault("transaction_mode", "IMMEDIATE")
-        options.setdefault("init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-    elif "postgresql" in engine:
-        options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
-    config["OPTIONS"] = options
-    return config
-
-
 VAR_DIR.mkdir(parents=True, exist_ok=True)
-DATABASES = {
-    "default": _database(
-        "DATABASE_URL", env_str(ENV, "DATABASE_URL", f"sqlite:///{VAR_DIR / 'default.sqlite3'}")
-    )
-}
-_SHARD_URLS = env_list(
-    ENV,
-    "SHARD_URLS",
-    [f"sqlite:///{VAR_DIR / 'shard0.sqlite3'}", f"sqlite:///{VAR_DIR / 'shard1.sqlite3'}"],
-)
-SHARD_ALIASES = [shard_alias(i) for i in range(len(_SHARD_URLS))]
-for _alias, _url in zip(SHARD_ALIASES, _SHARD_URLS, strict=True):
-    DATABASES[_alias] = _database("SHARD_URLS", _url)
+# PostgreSQL connections go through the shard circuit (backend/sharding/circuit.py): a
+# database found unreachable is failed fast for SHARD_CIRCUIT_SECONDS, then probed again
+DATABASES = with_circuits(database_map(ENV, VAR_DIR))
+SHARD_ALIASES = [alias for alias in DATABASES if alias != "default"]
+SHARD_CIRCUIT_SECONDS = env_float(ENV, "SHARD_CIRCUIT_SECONDS", 2.0)
 DATABASE_ROUTERS = ["backend.sharding.router.ShardRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -146,6 +116,16 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 TOUR_LIST_CACHE_SECONDS = env_int(ENV, "TOUR_LIST_CACHE_SECONDS", 5)
+# stale-if-error: while a shard is down, a whole page cached up to this long ago is served
+# instead of a partial one (0: always answer partially)
+TOUR_LIST_STALE_SECONDS = env_int(ENV, "TOUR_LIST_STALE_SECONDS", 30)
+
+# --- the lb's micro-cache: how long public tour pages may be reused, purges on writes ---
+# (backend.common.cache_headers sets the headers; backend.tours.cache publishes purges)
+EDGE_CACHE_MAX_AGE = env_int(ENV, "EDGE_CACHE_MAX_AGE", 1, minimum=0)
+EDGE_CACHE_STALE_WHILE_REVALIDATE = env_int(ENV, "EDGE_CACHE_STALE_WHILE_REVALIDATE", 5, minimum=0)
+EDGE_CACHE_STALE_IF_ERROR = env_int(ENV, "EDGE_CACHE_STALE_IF_ERROR", 300, minimum=0)
+EDGE_PURGE_CHANNEL = "tourbook:cache:purge"  # the lb subscribes to the same (lb/cache/purge.py)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -195,12 +175,12 @@ BOOKING_HOLD_SECONDS = env_int(ENV, "BOOKING_HOLD_SECONDS", 600, minimum=1)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "backend.accounts.authentication.JWTAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "backend.common.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -221,6 +201,20 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
     "ALGORITHM": "HS256",
     "SIGNING_KEY": SECRET_KEY,
+    "TOKEN_OBTAIN_SERIALIZER": "backend.accounts.tokens.TokenObtainInput",
+    "TOKEN_REFRESH_SERIALIZER": "backend.accounts.tokens.TokenRefreshInput",
+}
+
+# JSON bodies nested deeper than this are a 400 (backend/common/parsers.py)
+JSON_MAX_DEPTH = env_int(ENV, "JSON_MAX_DEPTH", 32, minimum=1)
+
+# failed logins back off exponentially per account and per address (backend/accounts/guard.py)
+LOGIN_GUARD = {
+    "ACCOUNT_FREE_FAILURES": env_int(ENV, "LOGIN_FREE_FAILURES", 5, minimum=1),
+    "ADDRESS_FREE_FAILURES": env_int(ENV, "LOGIN_ADDRESS_FREE_FAILURES", 20, minimum=1),
+    "BASE_SECONDS": env_int(ENV, "LOGIN_BACKOFF_BASE_SECONDS", 1, minimum=1),
+    "MAX_SECONDS": env_int(ENV, "LOGIN_BACKOFF_MAX_SECONDS", 900, minimum=1),
+    "WINDOW_SECONDS": env_int(ENV, "LOGIN_FAILURE_WINDOW_SECONDS", 3600, minimum=1),
 }
 
 SPECTACULAR_SETTINGS = {
@@ -249,8 +243,31 @@ LOGGING = {
     },
 }
 
-if not DEBUG:
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+# A replica is reached through the lb, which always overwrites X-Forwarded-Proto (believing
+# a TLS front's value only from LB_TRUSTED_PROXIES): so request.is_secure() tells whether the
+# client spoke HTTPS. Set 0 for a replica exposed without the lb.
+if env_bool(ENV, "DJANGO_TRUST_FORWARDED_PROTO", True):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Session and CSRF cookies: `auto` marks them Secure when the request came over TLS
+# (SecureCookieMiddleware), `always` marks them Secure whatever the scheme.
+SECURE_COOKIES = env_str(ENV, "DJANGO_SECURE_COOKIES", "auto").lower()
+if SECURE_COOKIES not in ("auto", "always"):
+    raise ImproperlyConfigured(f"DJANGO_SECURE_COOKIES={SECURE_COOKIES!r}: expected auto or always")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES == "always"
 CSRF_FAILURE_VIEW = "backend.common.views.csrf_failure"
+
+# --- the web site (backend/site, mounted at /): sessions + CSRF for its forms; the API keeps JWT ---
+INSTALLED_APPS.append("backend.site.apps.SiteConfig")
+LOGIN_URL = "site:login"
+LOGIN_REDIRECT_URL = "site:home"
+# with a shared cache, sessions are read through it (a per-process cache would let a session
+# logged out on one replica live on in another's)
+if REDIS_URL:
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# (`Secure` on cookies set over TLS: backend.common.middleware.SecureCookieMiddleware above)
+# a browser gets an HTML page for a rejected form; API clients keep the JSON body
+CSRF_FAILURE_VIEW = "backend.site.negotiation.csrf_failure"

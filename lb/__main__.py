@@ -7,12 +7,13 @@ import os
 import sys
 from pathlib import Path
 
-from lb.config import ConfigError, load_settings
+from lb.config import ConfigError, effective_environ, load_settings
 
 
 def main(argv: list[str]) -> int:
     try:
-        settings = load_settings(os.environ)
+        # the environment plus LB_ENV_FILE (the file wins); the master reads it again on SIGHUP
+        settings = load_settings(effective_environ(os.environ))
     except ConfigError as exc:
         print(f"lb: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -29,7 +30,9 @@ def main(argv: list[str]) -> int:
             return uvloop.run(workers.run_worker(settings, Path(settings.prometheus_dir)))
         if settings.workers == 1:
             return uvloop.run(workers.run_single(settings))
-        return uvloop.run(workers.run_master(settings))
+        from lb import master
+
+        return uvloop.run(master.run_master(settings, dict(os.environ)))
     except OSError as exc:
         print(f"lb: cannot start: {exc}", file=sys.stderr)
         return 1

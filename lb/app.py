@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -14,18 +15,25 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from lb.admission.authority import PolicyAuthority
+from lb.admission.distribution import Holder
+from lb.admission.options import AdmissionOptions
 from lb.admission.service import build_admission
-from lb.config import Settings
+from lb.cache.edge import CacheOptions, EdgeCache
+from lb.cache.purge import PurgeSubscriber
+from lb.config import Settings, admission_options
 from lb.http.connection import ClientLimits
 from lb.http.deadlines import Deadlines
 from lb.http.upstream import UpstreamClient
 from lb.identity import ClientResolver
-from lb.metrics import Metrics
+from lb.metrics import CacheMetrics, Metrics
 from lb.options import proxy_options
+from lb.overload import Admitter
+from lb.priority import Classifier
 from lb.proxy import Proxy
 from lb.server import Server
 from lb.status import RateMeter
-from lb.upstream.backend import backend_name
+from lb.upstream.backend import BackendURL, backend_name
 from lb.upstream.health import HealthChecker
 from lb.upstream.pool import Pool
 
@@ -46,12 +54,26 @@ class Runtime:
             settings, clock=time.monotonic, rng=random.Random(seed), events=self.metrics
         )
         self.checker = HealthChecker(self.pool, settings, random.Random(seed + 1))
-        self.admission = build_admission(settings, registry)
+        options = admission_options(settings)
+        self.admission = build_admission(options, registry)
+        self.policy = policy_authority(self.admission, options)
+        self.admitter = Admitter(
+            self.pool,
+            classifier=Classifier(settings.priority_rules),
+            clock=time.monotonic,
+            rng=random.Random(seed + 3),
+            floor=settings.limit_min,
+            ceiling=settings.limit_max,
+            queue_delay=settings.queue_delay,
+            critical_reserve=settings.critical_reserve,
+            on_shed=self.metrics.shed,
+        )
         # coarse hot-path timeouts (header deadline, first byte), swept 10 times a second
         self.deadlines = Deadlines(loop, resolution=min(0.1, settings.header_timeout / 4))
         self.upstream = UpstreamClient(
             max_idle=settings.upstream_keepalive, loop=loop, deadlines=self.deadlines
         )
+        self.cache = build_cache(settings, registry, loop)
         self.proxy = Proxy(
             proxy_options(settings),
             pool=self.pool,
@@ -61,6 +83,8 @@ class Runtime:
             resolver=ClientResolver(settings.trusted_proxies),
             rng=random.Random(seed + 2),
             loop=loop,
+            cache=self.cache,
+            admitter=self.admitter,
         )
         self.server = Server(
             self.proxy,
@@ -79,7 +103,10 @@ class Runtime:
 
     async def start(self, sock: socket.socket) -> None:
         await self.admission.start()
+        await self.policy.start()  # the fleet's policy, before the first request
         await self.checker.start()
+        if self.cache is not None and self.cache.subscriber is not None:
+            self.cache.subscriber.start()
         await self.server.start(sock)
         self._sync_task = asyncio.create_task(self._sync(), name="lb-sync")
 
@@ -109,8 +136,25 @@ class Runtime:
         if self.proxy.access_log is not None:
             self.proxy.access_log.flush()
         with contextlib.suppress(Exception):
+            await self.policy.close()
+        with contextlib.suppress(Exception):
             await self.admission.close()
+        if self.cache is not None:
+            await self.cache.close()
         self.upstream.close()
+
+    def set_backends(self, backends: tuple[BackendURL, ...]) -> tuple[list[str], list[str]]:
+        """Replace the backend set live (kept backends keep their state); (added, removed)."""
+        # a throwaway pool builds the new backends exactly as at start; kept ones stay as they are
+        fresh = Pool.from_settings(
+            dataclasses.replace(self.settings, backends=backends),
+            clock=time.monotonic,
+            events=self.metrics,
+        )
+        added, removed = self.pool.set_backends(fresh.backends)
+        if added or removed:
+            log.warning("backends: added %s, removed %s", added or "none", removed or "none")
+        return added, removed
 
     def snapshot(self) -> dict[str, Any]:
         """This process's state for /status."""
@@ -124,17 +168,63 @@ class Runtime:
             "rates": self.rates.sample(self.proxy.answered),
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
+            "cache": None if self.cache is None else self.cache.snapshot(),
+            "overload": self.overload_snapshot(),
         }
+
+    def overload_snapshot(self) -> dict[str, Any]:
+        """The admitter's state, also pushed to the overload gauges."""
+        snap = self.admitter.snapshot()
+        self.metrics.sync_overload(snap)
+        return snap
 
     async def _sync(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             try:
                 self.metrics.sync(self.pool.snapshot())
+                self.overload_snapshot()
+                self.pool.logs.flush()
+                self.admitter.logs.flush()
                 self.rates.sample(self.proxy.answered)
                 if self.proxy.access_log is not None:
                     self.proxy.access_log.flush()
+                if self.cache is not None:
+                    self.cache.tick()
                 for tick in self.on_tick:
                     tick()
             except Exception:
                 log.exception("periodic sync failed")
+
+
+def build_cache(
+    settings: Settings, registry: CollectorRegistry, loop: asyncio.AbstractEventLoop
+) -> EdgeCache | None:
+    """The micro-cache, with its metrics and (with REDIS_URL) its purge subscription."""
+    if settings.cache_bytes <= 0:
+        return None
+    metrics = CacheMetrics(registry, settings.cache_bytes)
+    options = CacheOptions(
+        max_bytes=settings.cache_bytes,
+        max_entry_bytes=min(settings.cache_max_entry_bytes, settings.cache_bytes),
+        lock_timeout=settings.cache_lock_timeout,
+    )
+    cache = EdgeCache(options, loop=loop, events=metrics)
+    cache.on_tick = lambda: metrics.sync(cache.store.bytes, len(cache.store), cache.store.evicted)
+    if settings.redis_url:
+        cache.subscriber = PurgeSubscriber(
+            settings.redis_url,
+            on_purge=lambda tags: cache.purge(tags, "redis"),
+            on_gap=cache.clear,
+        )
+    return cache
+
+
+def policy_authority(holder: Holder, options: AdmissionOptions) -> PolicyAuthority:
+    """Policy changes through Redis when the lb has one (every process follows it), else local."""
+    store = None
+    if options.redis_url:
+        from lb.admission.distribution import RedisPolicyStore
+
+        store = RedisPolicyStore(options.redis_url, cluster=options.redis_cluster)
+    return PolicyAuthority(holder, options.boot_policy(), store=store)

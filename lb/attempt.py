@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from lb.cache.edge import Fill
 from lb.errors import BadGateway, GatewayTimeout, LbError
 from lb.http.connection import ClientConnection
 from lb.http.request import Request
@@ -50,6 +51,12 @@ class Exchange:
     upgrade: bool
     # sending it twice is harmless (idempotent method or Idempotency-Key, body not streamed)
     resend_safe: bool = False
+    fill: Fill | None = None  # the micro-cache's capture of the answer (lb/cache/)
+
+    @property
+    def retry_key(self) -> tuple[str, bool]:
+        """What the retry policy judges: the method, and whether an Idempotency-Key came."""
+        return self.request.method, b"idempotency-key" in self.request.headers
 
 
 @dataclass(frozen=True, slots=True)

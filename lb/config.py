@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from lb.admission.options import AdmissionOptions
 from lb.admission.rules import DEFAULT_RULES, Rule, RuleError, parse_rules
+from lb.priority import DEFAULT_PRIORITY_RULES, PriorityRule, parse_priority_rules
 from lb.upstream.backend import BackendURL
 
 T = TypeVar("T")
@@ -82,6 +84,12 @@ class Settings:
     breaker_min_requests: int
     breaker_window: float
     breaker_open_seconds: float
+    # overload: adaptive concurrency limits, bounded wait, priorities
+    limit_min: int
+    limit_max: int
+    queue_delay: float
+    critical_reserve: float
+    priority_rules: tuple[PriorityRule, ...]
     # admission
     bucket_capacity: int
     leak_rate: float
@@ -97,6 +105,12 @@ class Settings:
     access_log: bool
     # set by the master for its workers (prometheus_client's multiprocess mode); "" otherwise
     prometheus_dir: str = ""
+    # the micro-cache (lb/cache/): bytes per worker (0: off), largest entry, coalescing wait
+    cache_bytes: int = 0
+    cache_max_entry_bytes: int = 1024 * 1024
+    cache_lock_timeout: float = 5.0
+    # admin listener: writes need this bearer token when set
+    admin_token: str | None = None
 
 
 def _address(text: str) -> Address:
@@ -126,6 +140,11 @@ def _backends(text: str) -> tuple[BackendURL, ...]:
     if len(set(backends)) != len(backends):
         raise ValueError
     return backends
+
+
+def parse_backends(text: str) -> tuple[BackendURL, ...]:
+    """LB_BACKENDS' grammar, for the admin listener's live backend set; ValueError if bad."""
+    return _backends(text)
 
 
 def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -218,7 +237,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """Validate every lb variable in `environ`; raise ConfigError on the first bad one."""
     get = _Reader(environ)
     positive = "a number of seconds > 0"
-    return Settings(
+    settings = Settings(
         listen=get("LB_LISTEN", "127.0.0.1:8080", _address, "host:port, e.g. 127.0.0.1:8080"),
         admin_listen=get(
             "LB_ADMIN_LISTEN", "127.0.0.1:9100", _address, "host:port, e.g. 127.0.0.1:9100"
@@ -277,6 +296,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         breaker_window=get("LB_BREAKER_WINDOW", "10", _positive_float, positive),
         breaker_open_seconds=get("LB_BREAKER_OPEN", "5", _positive_float, positive),
+        limit_min=get("LB_LIMIT_MIN", "2", _int_at_least(1), "a whole number >= 1"),
+        limit_max=get("LB_LIMIT_MAX", "128", _int_at_least(1), "a whole number >= 1"),
+        queue_delay=get("LB_QUEUE_DELAY", "0.1", _positive_float, positive),
+        critical_reserve=get(
+            "LB_CRITICAL_RESERVE", "0.1", _ratio, "a ratio between 0 and 1 (exclusive of 1)"
+        ),
+        priority_rules=get(
+            "LB_PRIORITY_RULES",
+            DEFAULT_PRIORITY_RULES,
+            parse_priority_rules,
+            "METHOD PATH_PREFIX=CLASS rules separated by ';', CLASS one of critical, normal, low",
+        ),
         bucket_capacity=get("BUCKET_CAPACITY", "20", _int_at_least(1), "a whole number >= 1"),
         leak_rate=get("LEAK_RATE", "10", _positive_float, "requests per second, a number > 0"),
         rate_rules=get(
@@ -303,9 +334,86 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         access_log=get("LB_ACCESS_LOG", "1", _bool, "0 or 1"),
         prometheus_dir=get("PROMETHEUS_MULTIPROC_DIR", "", str.strip, "a directory path"),
+        cache_bytes=get("LB_CACHE_BYTES", "0", _int_at_least(0), "a byte count >= 0 (0: off)"),
+        cache_max_entry_bytes=get(
+            "LB_CACHE_MAX_ENTRY_BYTES", str(1024 * 1024), _int_at_least(1), "a byte count >= 1"
+        ),
+        cache_lock_timeout=get("LB_CACHE_LOCK_TIMEOUT", "5", _positive_float, positive),
+        admin_token=get(
+            "LB_ADMIN_TOKEN", "", _token, "empty, or a token of 16+ printable characters"
+        ),
     )
+    return check_settings(settings)
 
 
-def default_rule(settings: Settings) -> Rule:
-    """The bucket every request falls into unless a more specific rule matches."""
-    return Rule(name="default", capacity=settings.bucket_capacity, rate=settings.leak_rate)
+def check_settings(settings: Settings) -> Settings:
+    """Checks that involve more than one variable."""
+    if settings.limit_max < settings.limit_min:
+        raise ConfigError(
+            "LB_LIMIT_MAX",
+            str(settings.limit_max),
+            f"a whole number >= LB_LIMIT_MIN ({settings.limit_min})",
+        )
+    if settings.critical_reserve >= 1:
+        raise ConfigError("LB_CRITICAL_RESERVE", str(settings.critical_reserve), "a ratio below 1")
+    return settings
+
+
+def _token(text: str) -> str | None:
+    token = text.strip()
+    if not token:
+        return None
+    if len(token) < 16 or not token.isprintable():
+        raise ValueError
+    return token
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (blank lines and # comments skipped; quotes around a value dropped).
+
+    ConfigError (naming LB_ENV_FILE and the line) when the file cannot be read or a line
+    is not KEY=VALUE.
+    """
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - read at once
+    except OSError as exc:
+        raise ConfigError("LB_ENV_FILE", path, "a readable file", detail=str(exc)) from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.removeprefix("export ").partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(
+                "LB_ENV_FILE", path, "KEY=VALUE lines", detail=f"line {number} is not KEY=VALUE"
+            )
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def effective_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with LB_ENV_FILE's lines on top (the file wins): read at start and
+    on every reload (SIGHUP), so editing the file and sending SIGHUP changes the lb."""
+    merged = dict(environ)
+    path = environ.get("LB_ENV_FILE", "").strip()
+    if path:
+        merged.update(read_env_file(path))
+    return merged
+
+
+def admission_options(settings: Settings) -> AdmissionOptions:
+    """The part of the settings admission control works from."""
+    return AdmissionOptions(
+        bucket_capacity=settings.bucket_capacity,
+        leak_rate=settings.leak_rate,
+        rules=settings.rate_rules,
+        dry_run=settings.rate_dry_run,
+        redis_url=settings.redis_url,
+        redis_cluster=settings.redis_cluster,
+        redis_failure=settings.redis_failure,
+        redis_timeout=settings.redis_timeout,
+    )

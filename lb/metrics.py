@@ -101,6 +101,7 @@ class Metrics:
             ["code"],
             registry=registry,
         )
+        self._overload_metrics(registry)
         self._requests: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
         self._retries: dict[str, Any] = {}
@@ -155,3 +156,130 @@ class Metrics:
             self.outstanding.labels(name).set(row["outstanding"])
             self.healthy.labels(name).set(1 if row["healthy"] else 0)
             self.breaker_state.labels(name).set(BREAKER_VALUES.get(row["breaker"], 2))
+
+    # -- overload control (lb/overload.py) -------------------------------------------------
+
+    def _overload_metrics(self, registry: CollectorRegistry) -> None:
+        self.concurrency_limit = Gauge(
+            "lb_backend_concurrency_limit",
+            "Adaptive concurrency limit per backend (summed over live workers).",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.min_rtt = Gauge(
+            "lb_backend_min_rtt_seconds",
+            "The backend's unloaded latency as last probed (highest over workers).",
+            ["backend"],
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.queue_length = Gauge(
+            "lb_overload_queue_length",
+            "Requests waiting in the lb for a backend slot.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.queue_delay = Gauge(
+            "lb_overload_queue_delay_seconds",
+            "Longest wait in the lb's queue since the last sync, of requests that got a slot.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.shed_total = Counter(
+            "lb_overload_shed",
+            "Requests answered 503 overloaded, by priority class.",
+            ["class"],
+            registry=registry,
+        )
+        self.admitted_total = Counter(
+            "lb_overload_admitted",
+            "Requests that got a backend slot, by priority class.",
+            ["class"],
+            registry=registry,
+        )
+        self._shed: dict[str, Any] = {}
+        self._admitted_seen: dict[str, int] = {}
+
+    def shed(self, klass: str) -> None:
+        child = self._shed.get(klass)
+        if child is None:
+            child = self._shed[klass] = self.shed_total.labels(klass)
+        child.inc()
+
+    def sync_overload(self, snapshot: dict[str, Any]) -> None:
+        """Refresh the overload gauges from `Admitter.snapshot()`."""
+        self.queue_length.set(snapshot["queue_length"])
+        self.queue_delay.set(snapshot["queue_delay_max_ms"] / 1000)
+        for row in snapshot["backends"]:
+            self.concurrency_limit.labels(row["name"]).set(row["limit"])
+            self.min_rtt.labels(row["name"]).set(row["min_rtt_ms"] / 1000)
+        for klass, count in snapshot["admitted"].items():
+            delta = count - self._admitted_seen.get(klass, 0)
+            if delta > 0:
+                self.admitted_total.labels(klass).inc(delta)
+            self._admitted_seen[klass] = count
+
+
+class CacheMetrics:
+    """The micro-cache's lb_cache_* metrics (lb/cache/); implements its CacheEvents."""
+
+    def __init__(self, registry: CollectorRegistry, max_bytes: int) -> None:
+        self.requests = Counter(
+            "lb_cache_requests",
+            "GET/HEAD requests by what the cache did: hit, stale_revalidate, stale_error, "
+            "coalesced, miss, bypass (Authorization, cookies, Range).",
+            ["result"],
+            registry=registry,
+        )
+        self.bytes = Gauge(
+            "lb_cache_bytes",
+            "Bytes held by the cache (keys, heads, bodies, overhead), summed over workers.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.limit = Gauge(
+            "lb_cache_limit_bytes",
+            "LB_CACHE_BYTES, summed over workers (each worker has its own cache).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.entries = Gauge(
+            "lb_cache_entries",
+            "Stored responses, summed over workers.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.purges = Counter(
+            "lb_cache_purges",
+            "Purge orders applied, by source (header, redis, gap: a reconnect forgot all).",
+            ["source"],
+            registry=registry,
+        )
+        self.purged_keys = Counter(
+            "lb_cache_purged_keys", "Keys dropped by purge orders.", registry=registry
+        )
+        self.evictions = Counter(
+            "lb_cache_evictions", "Keys evicted to stay within LB_CACHE_BYTES.", registry=registry
+        )
+        self.limit.set(max_bytes)
+        self._results: dict[str, Any] = {}
+        self._evicted = 0
+
+    def result(self, name: str) -> None:
+        child = self._results.get(name)
+        if child is None:
+            child = self._results[name] = self.requests.labels(name)
+        child.inc()
+
+    def purged(self, source: str, keys: int) -> None:
+        self.purges.labels(source).inc()
+        if keys:
+            self.purged_keys.inc(keys)
+
+    def sync(self, bytes_held: int, entries: int, evicted: int) -> None:
+        self.bytes.set(bytes_held)
+        self.entries.set(entries)
+        if evicted > self._evicted:
+            self.evictions.inc(evicted - self._evicted)
+            self._evicted = evicted

@@ -17,23 +17,23 @@ from lb import headers as h
 from lb.accesslog import AccessLog
 from lb.admission.service import Admission
 from lb.attempt import Exchange, Failed, attempt
+from lb.cache.edge import EdgeCache, Fill
 from lb.errors import BadGateway, LbError, NoBackend, render_error
 from lb.http.connection import ClientConnection
-from lb.http.request import Body, BodyError, Request
-from lb.http.spool import BufferedBody, ClientGone, receive_body
+from lb.http.request import BodyError, Request
+from lb.http.spool import ClientGone
 from lb.http.upstream import Upstream, UpstreamConnection
 from lb.identity import ClientResolver
 from lb.metrics import NO_BACKEND, Metrics
 from lb.options import ProxyOptions
+from lb.overload import Admitter
 from lb.relay import relay, tunnel
-from lb.upload import buffers, check_length, request_head, upload
+from lb.upload import check_length, prepare
 from lb.upstream.backend import Backend, Outcome, classify_status
 from lb.upstream.pool import Pool
-from lb.upstream.retry import IDEMPOTENT_METHODS
 
 log = logging.getLogger("lb.proxy")
 
-CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 CLIENT_GONE: Final = 499  # nginx's status for "the client closed the connection first"
 
 Answer = tuple[int, str, bool]  # status sent, backend name (or "none"), keep the connection
@@ -54,8 +54,12 @@ class Proxy:
         resolver: ClientResolver,
         rng: random.Random,
         loop: asyncio.AbstractEventLoop,
+        cache: EdgeCache | None = None,
+        admitter: Admitter | None = None,
     ) -> None:
         self.options = options
+        self.cache = cache  # the micro-cache (lb/cache/); None when LB_CACHE_BYTES=0
+        self.admitter = admitter  # overload control (lb/overload.py); None: no limits
         self.pool = pool
         self.upstream = upstream
         self.admission = admission
@@ -127,7 +131,11 @@ class Proxy:
         unread = request.body is not None and not request.body.done
         close = unread or self.draining or not request.keep_alive
         data = render_error(
-            error, ((h.X_REQUEST_ID, rid),), close=close, head_only=request.method == "HEAD"
+            error,
+            ((h.X_REQUEST_ID, rid),),
+            close=close,
+            head_only=request.method == "HEAD",
+            accept=request.header(b"accept"),  # a browser gets a page, an API client JSON
         )
         try:
             client.write(data)
@@ -148,9 +156,21 @@ class Proxy:
                 answer_headers = (*answer_headers, *verdict.headers)
                 if not verdict.allowed:
                     raise LbError(verdict.detail, status=verdict.status, code=verdict.code)
-            upstream_extra = h.forwarding(
-                request.peer, xff, request.header(b"x-forwarded-proto"), who, rid
-            )
+            proto = request.header(b"x-forwarded-proto")
+            upstream_extra = h.forwarding(request.peer, xff, proto, who, rid)
+            if self.cache is not None and self.cache.wants(request):
+                # after admission (as nginx's limit_req runs before its cache): the cache
+                # answers from memory, or forwards with a Fill that captures the answer
+                return await self.cache.handle(
+                    request,
+                    client,
+                    answer_headers,
+                    h.forwarded_proto(proto, who.via_trusted_proxy),
+                    lambda req, to, fill: self._forward(
+                        req, to, upstream_extra, answer_headers, who.key, fill
+                    ),
+                    draining=self.draining,
+                )
             return await self._forward(request, client, upstream_extra, answer_headers, who.key)
         except LbError as exc:
             exc.headers = (*exc.headers, *answer_headers[1:])  # e.g. the RateLimit fields
@@ -163,45 +183,11 @@ class Proxy:
         upstream_extra: Headers,
         answer_headers: Headers,
         client_key: str,
+        fill: Fill | None = None,
     ) -> Answer:
-        options = self.options
-        upgrade = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
-        body: Body | BufferedBody | None = request.body
-        if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
-            client.write(CONTINUE)
-            client.response_started = False  # an interim answer: the real one is still owed
-        if isinstance(body, Body) and not upgrade and buffers(request, options):
-            # the whole body first, then a backend: a slow client holds a socket of ours,
-            # never a replica's thread; and a retry can send the body again
-            body = await receive_body(
-                body,
-                limit=options.max_body_bytes,
-                memory=options.body_memory_bytes,
-                idle_timeout=options.idle_timeout,
-            )
-        buffered = body if isinstance(body, BufferedBody) else None
-        head = request_head(request, upstream_extra, buffered, upgrade)
-        if buffered is not None and not buffered.spooled:
-            head += buffered.data()  # one write with the head
-            body = None
-        deadline = self.loop.time() + options.request_deadline
-        sender = None
-        if body is not None:
-            sender = upload(
-                body,
-                chunked=request.chunked,
-                limit=options.max_body_bytes,
-                idle_timeout=options.idle_timeout,
-                deadline=deadline,
-            )
-        streamed = isinstance(body, Body)
-        resend_safe = not streamed and (
-            request.method in IDEMPOTENT_METHODS or b"idempotency-key" in request.headers
+        exchange, buffered = await prepare(
+            request, client, self.options, upstream_extra, answer_headers, client_key, fill
         )
-        exchange = Exchange(
-            request, client, head, sender, streamed, answer_headers, client_key, deadline,
-            upgrade, resend_safe,
-        )  # fmt: skip
         try:
             return await self._attempts(exchange)
         finally:
@@ -215,8 +201,14 @@ class Proxy:
         retries = 0
         last: Failed | None = None
         pending: Backend | None = None  # already picked for the next attempt
+        admitter = self.admitter
+        klass = admitter.classify(ex.request.method, ex.request.path) if admitter else ""
         while True:
             with pool.retry_budget.permit(held=retries > 0):
+                if pending is None and admitter is not None:
+                    # a slot under a backend's adaptive limit, a bounded wait for one, or
+                    # Overloaded (503); the slot is the pool's pick: pool.finish() frees it
+                    pending = await admitter.acquire(klass, tried)
                 backend = pending or pool.pick(tried)
                 pending = None
                 if backend is None:
@@ -227,7 +219,9 @@ class Proxy:
                     outcome = classify_status(result.status)
                     if outcome is Outcome.SERVER_ERROR:
                         pending = pool.pick(tried)
-                    if pending is None or not self._may_retry(ex, outcome, True, retries):
+                    if pending is None or not pool.may_retry(
+                        ex.retry_key, outcome, True, retries, streamed=ex.streamed
+                    ):
                         if pending is not None:
                             pool.finish(pending, Outcome.CANCELLED)  # not needed after all
                         return await self._respond(ex, result, backend, outcome)
@@ -241,7 +235,9 @@ class Proxy:
                 pool.finish(backend, result.outcome)
                 last = result
             # this attempt's permit is back: may another attempt start?
-            if not self._may_retry(ex, last.outcome, last.reached, retries):
+            if not pool.may_retry(
+                ex.retry_key, last.outcome, last.reached, retries, streamed=ex.streamed
+            ):
                 raise last.error
             retries += 1
             self.metrics.retry(last.outcome.value)
@@ -249,31 +245,30 @@ class Proxy:
     async def _try(self, ex: Exchange, backend: Backend) -> UpstreamConnection | Failed:
         """One attempt on `backend`; reports it as cancelled if the client ends it."""
         conns = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
+        sent_at = self.loop.time()  # the backend's latency: time queued in the lb is not its
         try:
-            return await attempt(conns, ex, self.options.timeouts)
+            result = await attempt(conns, ex, self.options.timeouts)
+            if self.admitter is not None and isinstance(result, UpstreamConnection):
+                self.admitter.sample(backend, self.loop.time() - sent_at)
+            return result
         except BaseException:  # the client's fault or gone, or cancelled
             self.pool.finish(backend, Outcome.CANCELLED)
             raise
-
-    def _may_retry(self, ex: Exchange, outcome: Outcome, reached: bool, retries: int) -> bool:
-        """May this failed attempt be re-sent? Takes a retry-budget permit when it may."""
-        pool = self.pool
-        policy = pool.retry_policy
-        if not policy.allows_attempt(retries) or len(pool.backends) < 2:
-            return False
-        # a streamed body cannot be sent twice: only a connect failure leaves it unread
-        if reached and ex.streamed:
-            return False
-        has_key = b"idempotency-key" in ex.request.headers
-        if not policy.may_retry(ex.request.method, has_key, outcome, reached):
-            return False
-        return pool.retry_budget.try_acquire(reached)
 
     async def _respond(
         self, ex: Exchange, conn: UpstreamConnection, backend: Backend, outcome: Outcome
     ) -> Answer:
         """Relay the backend's response; report the attempt to the pool exactly once."""
+        fill = ex.fill
         try:
+            if self.cache is not None and not conn.upgraded:
+                # the cache sees the head first (purge orders, what to store); with a stale
+                # entry it may answer instead of a backend error (stale-if-error)
+                instead = self.cache.on_head(conn, fill)
+                if instead is not None:
+                    conn.abort()
+                    self.pool.finish(backend, outcome, status=conn.status, client=ex.client_key)
+                    return instead
             if conn.upgraded:
                 outcome = await tunnel(ex.request, ex.client, conn, ex.answer_headers)
                 keep = False
@@ -285,7 +280,10 @@ class Proxy:
                     ex.answer_headers,
                     idle_timeout=self.options.idle_timeout,
                     draining=self.draining,
+                    tee=None if fill is None else fill.feed,  # the cache's copy of the body
                 )
+                if fill is not None:
+                    fill.finish(failure is None)
                 outcome = failure or outcome
         except BaseException:  # cancelled, or a bug: the attempt still ends exactly once
             conn.abort()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from lb import headers as h
@@ -36,12 +37,14 @@ async def relay(
     *,
     idle_timeout: float,
     draining: bool,
+    tee: Callable[[bytes], None] | None = None,
 ) -> tuple[Outcome | None, bool]:
     """Send the backend's response (head received) to the client.
 
     Returns the failure that cut it short (None: it went through) and whether the client
     connection may carry another request. A response cut short drops the client
     connection, so the client sees a truncated answer, not a complete-looking wrong one.
+    `tee` gets every body piece as it goes out (the cache's capture).
     """
     http11 = request.version == "1.1"
     how = framing(request.method, conn.status, conn.length_known, http11)
@@ -61,14 +64,24 @@ async def relay(
         if conn.complete:
             # the whole answer is here: head and body leave in one write
             data = conn.take_body()
+            if tee is not None:
+                tee(data)
             if chunked:
                 data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
             client.write(head + data)
             return None, keep
         client.write(head)
-        await pump(
-            conn.read_chunk, client.write, client.drain, chunked=chunked, idle_timeout=idle_timeout
-        )
+        read = conn.read_chunk
+        if tee is not None:  # the micro-cache keeps a copy of the body as it streams
+            upstream_read = read
+
+            async def read() -> bytes:
+                chunk = await upstream_read()
+                if chunk:
+                    tee(chunk)
+                return chunk
+
+        await pump(read, client.write, client.drain, chunked=chunked, idle_timeout=idle_timeout)
         return None, keep
     except Stalled as stalled:
         client.abort()

@@ -2,21 +2,77 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from lb import headers as h
-from lb.attempt import SendBody
+from lb.attempt import Exchange, SendBody
+from lb.cache.edge import Fill
 from lb.errors import BodyTooLarge, RequestTimeout
+from lb.http.connection import ClientConnection
 from lb.http.pump import Stalled, pump
 from lb.http.request import Body, BodyError, Request
-from lb.http.spool import BufferedBody, ClientGone
+from lb.http.spool import BufferedBody, ClientGone, receive_body
 from lb.http.upstream import UpstreamConnection
 from lb.options import ProxyOptions
+from lb.upstream.retry import IDEMPOTENT_METHODS
 
 Headers = tuple[tuple[str, str], ...]
 REPLAYABLE_BODY: Final = 64 * 1024  # bodies up to this size are always read first
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def prepare(
+    request: Request,
+    client: ClientConnection,
+    options: ProxyOptions,
+    upstream_extra: Headers,
+    answer_headers: Headers,
+    client_key: str,
+    fill: Fill | None,
+) -> tuple[Exchange, BufferedBody | None]:
+    """What every attempt sends: the head, and the body received whole first (request
+    buffering) or streamed; the caller closes the returned buffered body when done."""
+    upgrade = request.upgrade and (request.header(b"upgrade") or "").lower() == "websocket"
+    body: Body | BufferedBody | None = request.body
+    if body is not None and (request.header(b"expect") or "").lower() == "100-continue":
+        client.write(CONTINUE)
+        client.response_started = False  # an interim answer: the real one is still owed
+    if isinstance(body, Body) and not upgrade and buffers(request, options):
+        # the whole body first, then a backend: a slow client holds a socket of ours,
+        # never a replica's thread; and a retry can send the body again
+        body = await receive_body(
+            body,
+            limit=options.max_body_bytes,
+            memory=options.body_memory_bytes,
+            idle_timeout=options.idle_timeout,
+        )
+    buffered = body if isinstance(body, BufferedBody) else None
+    head = request_head(request, upstream_extra, buffered, upgrade)
+    if buffered is not None and not buffered.spooled:
+        head += buffered.data()  # one write with the head
+        body = None
+    deadline = asyncio.get_running_loop().time() + options.request_deadline
+    sender = None
+    if body is not None:
+        sender = upload(
+            body,
+            chunked=request.chunked,
+            limit=options.max_body_bytes,
+            idle_timeout=options.idle_timeout,
+            deadline=deadline,
+        )
+    streamed = isinstance(body, Body)
+    resend_safe = not streamed and (
+        request.method in IDEMPOTENT_METHODS or b"idempotency-key" in request.headers
+    )
+    exchange = Exchange(
+        request, client, head, sender, streamed, answer_headers, client_key, deadline,
+        upgrade, resend_safe, fill,
+    )  # fmt: skip
+    return exchange, buffered
 
 
 def check_length(request: Request, limit: int) -> None:

@@ -1,5 +1,8 @@
 """What Black-Friday users do: browsers list, search and open tours; bookers book hot tours.
 
+Browsers load the web site's pages (home, search, a tour page and its live seat count) as
+well as the API, as a customer's browser and the site's own scripts do.
+
 Expected outcomes are not failures: a 429 is honoured by waiting its Retry-After and trying
 again, 409 sold_out / already_booked and a declined card (402) are part of the day. They are
 recorded under their own names (see names.py) so the thresholds judge only real work.
@@ -28,6 +31,8 @@ GOOD_CARD = "4242 4242 4242 4242"
 DECLINED_CARD = "4000 0000 0000 0002"
 HOT_TOUR_QUERY = "Black Friday"
 SEARCH_WORDS = ("Black Friday", "tour", "city", "mountain", "sea", "night", "walk")
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+SITE_SHARE = 0.5  # of the crowd's views: pages of the web site; the rest are apps on the API
 MAX_RETRY_AFTER = 10.0
 MAX_ATTEMPTS = 4
 
@@ -112,8 +117,9 @@ class TourBookUser(FastHttpUser):
                     response.success()
                     return status, payload
                 if status in (429, 503) and response.headers.get("Retry-After"):
-                    # back-pressure: honoured, not a failure
-                    response.request_meta["name"] = names.expected(name, str(status))
+                    # back-pressure (rate limited, or the lb shedding load: 503 overloaded):
+                    # honoured by waiting Retry-After, not a failure
+                    response.request_meta["name"] = names.expected(name, f"{status} {code}".strip())
                     response.success()
                     wait = retry_after(response.headers)
                 elif outcome := expected(status, code):
@@ -146,13 +152,20 @@ class Browser(TourBookUser):
 
     @task(4)
     def list_tours(self) -> None:
+        if self.tour_ids and self.on_site():
+            self.call("GET", "/", names.PAGE_HOME, headers=HTML)
+            return
         tours = self.learn_tours()
         if tours:
             self.tour_ids = [t["id"] for t in tours]
 
     @task(2)
     def search_tours(self) -> None:
-        tours = self.learn_tours(random.choice(SEARCH_WORDS))
+        word = random.choice(SEARCH_WORDS)
+        if self.tour_ids and self.on_site():
+            self.call("GET", "/?" + urlencode({"search": word}), names.PAGE_SEARCH, headers=HTML)
+            return
+        tours = self.learn_tours(word)
         if tours:
             self.tour_ids = [t["id"] for t in tours]
 
@@ -162,7 +175,17 @@ class Browser(TourBookUser):
             self.list_tours()
         if self.tour_ids:
             tour = random.choice(self.tour_ids)
-            self.call("GET", f"/api/tours/{tour}/", names.TOUR_DETAIL)
+            if self.on_site():
+                self.call("GET", f"/tours/{tour}/", names.PAGE_TOUR, headers=HTML)
+                # the open page polls its seat count (every 2 s in a browser; once here)
+                self.call("GET", f"/tours/{tour}/seats/", names.PAGE_SEATS, headers=HTML)
+            else:
+                self.call("GET", f"/api/tours/{tour}/", names.TOUR_DETAIL)
+
+    @staticmethod
+    def on_site() -> bool:
+        """This view is a page of the web site (else an app's API call)."""
+        return random.random() < SITE_SHARE
 
 
 class Booker(TourBookUser):

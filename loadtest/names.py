@@ -17,11 +17,20 @@ BOOKING_REPLAY = "bookings: replay"
 BOOKING_PAY = "bookings: pay"
 BOOKING_CANCEL = "bookings: cancel"
 REVIEW_CREATE = "reviews: create"
+# the web site's pages (backend/site), recorded apart from the API's requests
+PAGE_HOME = "pages: home"
+PAGE_SEARCH = "pages: search"
+PAGE_TOUR = "pages: tour"
+PAGE_SEATS = "pages: seats"
 
 GROUPS: dict[str, str] = {
     TOURS_LIST: BROWSE,
     TOURS_SEARCH: BROWSE,
     TOUR_DETAIL: BROWSE,
+    PAGE_HOME: BROWSE,
+    PAGE_SEARCH: BROWSE,
+    PAGE_TOUR: BROWSE,
+    PAGE_SEATS: BROWSE,
     REGISTER: ACCOUNT,
     TOKEN: ACCOUNT,
     BOOKING_CREATE: BOOKING,

@@ -1,4 +1,5 @@
-"""Load profiles: how many users the Black-Friday shape reaches, and how fast (LOADTEST_PROFILE)."""
+"""Load profiles: how many users the Black-Friday shape reaches, and how fast (LOADTEST_PROFILE:
+smoke, peak, peak150, flash, overload)."""
 
 from __future__ import annotations
 
@@ -97,10 +98,47 @@ PEAK = Profile(
     think_max=3.0,
 )
 
+# The sale opens: ten times the users within 10 s, with short think times, so the stack is
+# pushed past its capacity and the lb must shed. Small enough to run in CI next to the stack.
+FLASH = Profile(
+    name="flash",
+    baseline_users=6,
+    buildup_users=6,
+    peak_users=60,
+    baseline_seconds=8,
+    buildup_seconds=1,
+    spike_seconds=10,
+    hold_seconds=16,
+    decay_seconds=4,
+    hot_tours=3,
+    think_min=0.05,
+    think_max=0.3,
+)
+
+# A sustained overload: enough users with almost no think time to offer several times what
+# the local stack can serve (its capacity is a few hundred requests per second). On a 2-core
+# machine Locust itself may become the limit: read the offered rate in its report.
+OVERLOAD = Profile(
+    name="overload",
+    baseline_users=50,
+    buildup_users=100,
+    peak_users=400,
+    baseline_seconds=10,
+    buildup_seconds=10,
+    spike_seconds=10,
+    hold_seconds=60,
+    decay_seconds=10,
+    hot_tours=3,
+    think_min=0.0,
+    think_max=0.1,
+)
+
 PROFILES: dict[str, Profile] = {
     "smoke": SMOKE,
     "peak": PEAK,
     "peak150": PEAK.scaled("peak150", 1.5),
+    "flash": FLASH,
+    "overload": OVERLOAD,
 }
 
 

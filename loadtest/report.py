@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest.thresholds import DEFAULT_THRESHOLDS, Sample, Thresholds, evaluate
+from loadtest.thresholds import Sample, Thresholds, evaluate, thresholds_for
 
 
 def report_dir(base: Path, when: time.struct_time) -> Path:
@@ -27,9 +27,20 @@ def samples(stats: Any) -> list[Sample]:
     ]
 
 
-def judge(stats: Any, profile: str, limits: Thresholds = DEFAULT_THRESHOLDS) -> int:
+def run_seconds(stats: Any) -> float:
+    """How long the run lasted, from the first request to the last one (Locust's totals)."""
+    total = getattr(stats, "total", None)
+    start = getattr(total, "start_time", None)
+    last = getattr(total, "last_request_timestamp", None)
+    if not start or not last:
+        return 0.0
+    return max(0.0, float(last) - float(start))
+
+
+def judge(stats: Any, profile: str, limits: Thresholds | None = None) -> int:
     """Print the threshold table; 0 when every threshold holds, else 1."""
-    checks = evaluate(samples(stats), limits)
+    limits = limits if limits is not None else thresholds_for(profile)
+    checks = evaluate(samples(stats), limits, run_seconds(stats))
     print(f"\nBlack-Friday thresholds (profile {profile}):")
     for check in checks:
         print("  " + check.line())

@@ -1,7 +1,12 @@
 """`python -m loadtest.verify`: audit the booking invariants on every shard; non-zero on violation.
 
-It reads the same DATABASE_URL / SHARD_URLS as the backend (same SQLite defaults under var/)
-and checks, with plain SQL on each shard (a tour and its bookings share one shard):
+Which databases: DATABASE_URL / SHARD_URLS (or BACKEND_VAR_DIR) from the environment, read by
+the backend's own function (backend.common.env.database_map); with none of them set, the stack
+`python -m ops up` last started, from its `var/stack.env` (`--stack-env` names another file);
+with neither it says so in one line. It only reads: SQLite files are opened read-only
+(`mode=ro`) and a missing one is refused, never created.
+
+It checks, with plain SQL on each shard (a tour and its bookings share one shard):
 
   seats      seats_available + seats of pending and confirmed bookings == capacity, per tour
   bounds     0 <= seats_available <= capacity
@@ -10,7 +15,7 @@ and checks, with plain SQL on each shard (a tour and its bookings share one shar
   paid       no confirmed booking without a succeeded payment
 
 Exit status: 0 all hold (a summary is printed), 1 violations (the offending rows are printed),
-2 a database could not be read.
+2 nothing to audit or a database could not be read.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,21 +90,65 @@ class Audit:
     payments: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
+DATABASE_VARIABLES = ("DATABASE_URL", "SHARD_URLS", "BACKEND_VAR_DIR")
+DEFAULT_STACK_ENV = Path("var") / "stack.env"
+
+
+class NothingToAudit(Exception):
+    """No database to read: one line saying what is needed."""
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """`NAME=value` lines (as ops up writes var/stack.env); blank lines and comments skipped."""
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def audit_environment(env: Mapping[str, str], stack_env: Path) -> Mapping[str, str]:
+    """The environment naming the databases: the caller's, if it names any; else the stack's."""
+    if any(env.get(name) for name in DATABASE_VARIABLES):
+        return env
+    if stack_env.is_file():
+        return {**env, **env_file(stack_env)}
+    raise NothingToAudit(
+        "nothing to audit: set DATABASE_URL and SHARD_URLS, or start the stack with "
+        f"`python -m ops up` (it writes {stack_env}), or name its file with --stack-env"
+    )
+
+
+def read_only(databases: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The same databases opened read-only: an SQLite file must exist and is opened with
+    `mode=ro` (so a wrong path can never leave an empty database behind)."""
+    out: dict[str, dict[str, Any]] = {}
+    for alias, config in databases.items():
+        config = dict(config)
+        if "sqlite" in str(config.get("ENGINE", "")):
+            path = Path(str(config["NAME"]))
+            if not path.is_file():
+                raise NothingToAudit(f"{alias}: {path} does not exist (nothing to audit there)")
+            # a live stack keeps its write-ahead log beside the file: read it (mode=ro). Without
+            # one, nothing writes the file now, and immutable=1 keeps SQLite from creating the
+            # -wal/-shm files a read-only WAL reader would otherwise leave behind
+            query = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
+            config["NAME"] = f"file:{urllib.parse.quote(str(path.resolve()))}?{query}"
+            options = dict(config.get("OPTIONS") or {})
+            for writes in ("init_command", "transaction_mode"):
+                options.pop(writes, None)
+            config["OPTIONS"] = options
+        out[alias] = config
+    return out
+
+
 def database_settings(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The backend's databases from the environment: "default" plus "shard_0".."shard_N-1"."""
-    import dj_database_url
+    """The backend's databases from the environment, read-only: "default" plus "shard_0".."""
+    from backend.common.env import database_map
 
     var = Path(env.get("BACKEND_VAR_DIR") or ROOT / "var")
-    default = env.get("DATABASE_URL") or f"sqlite:///{var / 'default.sqlite3'}"
-    raw = env.get("SHARD_URLS") or ""
-    shards = [u.strip() for u in raw.split(",") if u.strip()] or [
-        f"sqlite:///{var / 'shard0.sqlite3'}",
-        f"sqlite:///{var / 'shard1.sqlite3'}",
-    ]
-    databases = {"default": dict(dj_database_url.parse(default))}
-    for i, url in enumerate(shards):
-        databases[f"shard_{i}"] = dict(dj_database_url.parse(url))
-    return databases
+    return read_only(database_map(env, var))
 
 
 def _rows(cursor: Any, sql: str) -> list[dict[str, Any]]:
@@ -168,13 +218,29 @@ def report(result: Audit, shards: int, out: Any = sys.stdout) -> int:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.verify", description=__doc__)
-    parser.parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--stack-env",
+        type=Path,
+        default=DEFAULT_STACK_ENV,
+        help=f"the stack's env file, used when the environment names no database "
+        f"(default {DEFAULT_STACK_ENV})",
+    )
+    args = parser.parse_args(argv)
     import django
     from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
     from django.db import DatabaseError
 
-    databases = database_settings(env)
+    try:
+        databases = database_settings(audit_environment(env, args.stack_env))
+    except (NothingToAudit, ImproperlyConfigured) as exc:
+        print(f"verify: {exc}", file=sys.stderr)
+        return 2
     if not settings.configured:
         settings.configure(DATABASES=databases, INSTALLED_APPS=[], USE_TZ=True)
         django.setup()

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.replicas import GUNICORN_ARGV, bind_env, replica_env
+
 PYTHON = sys.executable
 LOCAL_TRUSTED_PROXIES = "127.0.0.1/32"
 
@@ -110,29 +112,39 @@ def stores_from_env(environ: Mapping[str, str], fallback: Stores) -> Stores:
 def backend_environment(
     environ: Mapping[str, str], stores: Stores, secret_key: str, var: Path
 ) -> dict[str, str]:
-    """Environment shared by every replica and management command of the local stack."""
+    """Environment shared by every replica and management command of the local stack: the
+    caller's environment, with the stack's data stores, and the replica defaults
+    (ops/replicas.py) for whatever the caller did not set."""
     env = dict(environ)
     if not env.get("DJANGO_SETTINGS_MODULE"):
         env.pop("DJANGO_SETTINGS_MODULE", None)  # empty means unset: backend's own settings
-    env.setdefault("BACKEND_VAR_DIR", str(var.resolve()))
-    env.setdefault("DJANGO_DEBUG", "1")
-    env.setdefault("DJANGO_SECRET_KEY", secret_key)
-    env.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1")
-    env.setdefault("GUNICORN_WORKERS", "1")
-    # threads, not processes, on a small machine: a busy replica still answers health checks
-    env.setdefault("GUNICORN_THREADS", "8")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    env["DATABASE_URL"] = stores.database_url
-    env["SHARD_URLS"] = ",".join(stores.shard_urls)
-    if stores.redis_url:
-        env["REDIS_URL"] = stores.redis_url
-    else:
-        env.pop("REDIS_URL", None)
+    defaults = replica_env(
+        database_url=stores.database_url,
+        shard_urls=stores.shard_urls,
+        redis_url=stores.redis_url,
+        secret_key=secret_key,
+        var_dir=var.resolve(),
+        debug=True,
+        # threads, not processes, on a small machine: a busy replica still answers health checks
+        workers=1,
+        threads=8,
+    )
+    for key in ("DATABASE_URL", "SHARD_URLS", "REDIS_URL"):
+        env[key] = defaults.pop(key)  # the stores are the stack's, whatever the environment says
+    if not stores.redis_url:
+        env.pop("REDIS_URL")
+    for key, value in defaults.items():
+        env.setdefault(key, value)
     return env
 
 
 def build_plan(
-    options: Options, environ: Mapping[str, str], stores: Stores, secret_key: str
+    options: Options,
+    environ: Mapping[str, str],
+    stores: Stores,
+    secret_key: str,
+    *,
+    admin_token: str | None = None,
 ) -> Plan:
     """Every child of the stack, its environment and its ports."""
     if options.replicas < 1:
@@ -142,14 +154,11 @@ def build_plan(
     replicas = []
     for index in range(options.replicas):
         port = options.backend_base_port + index
-        env = dict(backend_env)
-        env["GUNICORN_BIND"] = f"{host}:{port}"
-        env.pop("PORT", None)
         replicas.append(
             Service(
                 name=f"backend-{index + 1}",
-                argv=(PYTHON, "-m", "gunicorn", "-c", "backend/gunicorn.conf.py", "backend.wsgi"),
-                env=env,
+                argv=GUNICORN_ARGV,
+                env=bind_env(backend_env, host, port),
                 port=port,
                 ready_url=f"http://{host}:{port}/healthz",
             )
@@ -163,7 +172,11 @@ def build_plan(
     # Locally the load generator and a dev TLS front sit on loopback: believe their
     # X-Forwarded-For, so each simulated client gets its own bucket. Set it empty to turn off.
     lb_env.setdefault("LB_TRUSTED_PROXIES", LOCAL_TRUSTED_PROXIES)
+    lb_env.setdefault("LB_CACHE_BYTES", str(64 * 1024 * 1024))  # the micro-cache, per worker
     lb_env.setdefault("PYTHONUNBUFFERED", "1")
+    if admin_token and not lb_env.get("LB_ADMIN_TOKEN"):
+        # admin writes (policy, drain, backends) need it; `python -m ops tune` reads it
+        lb_env["LB_ADMIN_TOKEN"] = admin_token
     if stores.redis_url:
         lb_env["REDIS_URL"] = stores.redis_url
     else:
@@ -183,7 +196,7 @@ def build_plan(
     return Plan(options, stores, backend_env, tuple(replicas), lb, ports)
 
 
-def summary(plan: Plan, staff: str | None) -> str:
+def summary(plan: Plan, staff: str | None, *, admin_token_file: Path | None = None) -> str:
     """The block printed once the stack is up: where everything is."""
     rows = [
         ("public endpoint", plan.public_url),
@@ -191,6 +204,12 @@ def summary(plan: Plan, staff: str | None) -> str:
         ("admin", f"{plan.public_url}/admin/"),
         ("status page", f"{plan.admin_url}/status"),
         ("metrics", f"{plan.admin_url}/metrics"),
+        (
+            "admin token",
+            f"{admin_token_file} (mode 0600; `python -m ops tune` reads it)"
+            if admin_token_file
+            else "LB_ADMIN_TOKEN from the environment",
+        ),
         ("replicas", ", ".join(f"http://{plan.options.host}:{s.port}" for s in plan.replicas)),
         ("data", plan.stores.description),
         ("DATABASE_URL", plan.stores.database_url),

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.processes import terminate
+from ops.processes import ROOT, Process, terminate
 from ops.stack import Service
 
-ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["ROOT", "Child", "StackError", "Supervisor", "spawn", "terminate"]
 
 
 class StackError(Exception):
@@ -38,24 +38,37 @@ class Child:
     """One started service and its restart bookkeeping."""
 
     service: Service
-    log_path: Path
-    popen: subprocess.Popen[bytes]
+    process: Process
     restarts: int = 0
     restart_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
+        return self.process.pid
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        assert self.process.popen is not None
+        return self.process.popen
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+
+def service_process(service: Service, log_dir: Path) -> Process:
+    """The child of a service: exactly the plan's environment, its log under `log_dir`."""
+    return Process(
+        service.argv, log_path=log_dir / service.log_name, env=service.env, inherit_env=False
+    )
 
 
 def spawn(argv: tuple[str, ...], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start one process with its output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
+    """Start one process (with exactly `env`) with its output appended to `log_path`."""
+    popen = Process(argv, log_path=log_path, env=env, inherit_env=False).start().popen
+    assert popen is not None
+    return popen
 
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
@@ -75,8 +88,7 @@ class Supervisor:
         self.children: list[Child] = []
 
     def start(self, service: Service) -> Child:
-        log_path = self.log_dir / service.log_name
-        child = Child(service, log_path, spawn(service.argv, dict(service.env), log_path))
+        child = Child(service, service_process(service, self.log_dir).start())
         self.children.append(child)
         return child
 
@@ -104,7 +116,7 @@ class Supervisor:
         for child in self.children:
             if child.restart_at is not None:
                 if now >= child.restart_at:
-                    child.popen = spawn(child.service.argv, dict(child.service.env), child.log_path)
+                    child.process.start()
                     child.restart_at, child.started_at = None, now
                     self.say(f"ops: restarted {child.service.name} (pid {child.pid})")
                 continue
@@ -130,5 +142,5 @@ class Supervisor:
         """Stop every child this supervisor started, newest first (the lb before the
         replicas, so it drains while they still answer), each by its own PID."""
         for child in reversed(self.children):
-            terminate(child.popen, deadline)
+            child.process.stop(deadline)
         self.children.clear()

@@ -241,9 +241,11 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         (self.var / "db").mkdir(exist_ok=True)  # SQLite creates files, not directories
         secret = private_file(self.var / "secret_key", secrets.token_urlsafe(48))
+        token_file = None if self.environ.get("LB_ADMIN_TOKEN") else self.var / "admin_token"
+        token = private_file(token_file, secrets.token_urlsafe(32)) if token_file else None
         preview = build_plan(options, self.environ, sqlite_stores(self.var), secret)
         check_ports(options.host, preview.ports)
-        plan = build_plan(options, self.environ, self.stores(), secret)
+        plan = build_plan(options, self.environ, self.stores(), secret, admin_token=token)
         (self.var / "stack.env").write_text(stack_env_file(plan))
 
         self.say(f"ops: migrating ({plan.stores.description})")
@@ -267,7 +269,7 @@ class Stack:
         if self.stop_requested.is_set():
             return 0
         pids = self.write_pids({})
-        self.say(summary(plan, staff))
+        self.say(announce(plan, staff, admin_token_file=token_file))
 
         last_expiry = time.monotonic()
         while not self.stop_requested.wait(0.5):
@@ -303,6 +305,14 @@ class Stack:
             self.redis.stop()
         for server in reversed(self.postgres):
             server.stop("fast")
+
+
+def announce(plan: Plan, staff: str | None, *, admin_token_file: Path | None = None) -> str:
+    """The summary, led by the web site's address: what most people starting the stack open."""
+    text = summary(plan, staff, admin_token_file=admin_token_file)
+    head, rule, rows = text.partition("=" * 20 + "\n")
+    column = rows.splitlines()[0].index(plan.public_url)  # where the summary's values start
+    return f"{head}{rule}{'  web site':<{column}}{plan.public_url}/\n{rows}"
 
 
 def staff_username(seed_output: str) -> str:

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from backend.common.errors import ValidationFailed
 from backend.common.pagination import StandardPagination
+from backend.sharding.partial import partial_fields
 
 from .idempotency import MAX_KEY_LENGTH, request_fingerprint
 from .selectors import booking_get, booking_list
@@ -41,11 +42,23 @@ def idempotency_key(request: Request) -> str | None:
 class BookingListCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=BookingSerializer(many=True))
+    @extend_schema(
+        responses=BookingSerializer(many=True),
+        description="The user's bookings of every shard, newest first. While a shard is down "
+        "the list holds the other shards' bookings and says so: `partial: true`, "
+        "`unavailable_shards`, header `X-Partial-Shards`.",
+    )
     def get(self, request: Request) -> Response:
         paginator = StandardPagination()
-        page = paginator.paginate_queryset(booking_list(user=request.user), request, view=self)
-        return paginator.get_paginated_response([render_booking(b) for b in page])
+        merged = booking_list(user=request.user)
+        page = paginator.paginate_queryset(merged, request, view=self)
+        response = paginator.get_paginated_response([render_booking(b) for b in page])
+        # a shard that is down: the bookings of the others, and the list says what it lacks
+        fields, headers = partial_fields(merged.unavailable)
+        response.data.update(fields)
+        for name, value in headers.items():
+            response[name] = value
+        return response
 
     @extend_schema(
         request=BookingCreateSerializer,

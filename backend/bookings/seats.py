@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from backend.metrics import BOOKINGS
+from backend.tours.cache import seats_changed
 from backend.tours.models import Tour
 
 from .errors import AlreadyBooked, IdempotencyInProgress, SoldOut, TourNotFound, TourStarted
@@ -74,6 +75,7 @@ def take_seats(alias: str, booking_id: uuid.UUID, req: HoldRequest) -> Booking:
         raise AlreadyBooked() from exc
     if total is None:
         raise _why_not(alias, req)
+    seats_changed(alias, req.tour_id)  # the lb's cached tour pages go at commit
     booking = _pending(booking_id, req, total, expires)
     booking._state.adding = False
     booking._state.db = alias
@@ -163,3 +165,4 @@ def return_seats(*, alias: str, tour_id: uuid.UUID, seats: int) -> None:
     Tour.objects.using(alias).filter(pk=tour_id).update(
         seats_available=F("seats_available") + seats
     )
+    seats_changed(alias, tour_id)

@@ -16,14 +16,16 @@ from .shards import alias_for_booking
 
 
 def booking_list(*, user: Any) -> MergedBookings:
-    """A user's bookings on every shard (staff: everyone's), newest first."""
+    """A user's bookings on every shard (staff: everyone's), newest first. A shard that cannot
+    be reached is left out and named in the result's `unavailable` (a partial list)."""
+    aliases = sharding.shard_aliases()
     querysets = []
-    for alias in sharding.shard_aliases():
+    for alias in aliases:
         qs = Booking.objects.using(alias).all()
         if not user.is_staff:
             qs = qs.filter(user_id=user.pk)
         querysets.append(qs)
-    return MergedBookings(querysets)
+    return MergedBookings(querysets, aliases, guard=sharding.on_shard)
 
 
 def booking_get(*, booking_id: uuid.UUID, user: Any) -> Booking:
@@ -32,7 +34,8 @@ def booking_get(*, booking_id: uuid.UUID, user: Any) -> Booking:
         alias = alias_for_booking(booking_id)
     except (KeyError, IndexError, ValueError):
         raise BookingNotFound() from None
-    booking = Booking.objects.using(alias).filter(pk=booking_id).first()
+    with sharding.on_shard(alias):
+        booking = Booking.objects.using(alias).filter(pk=booking_id).first()
     if booking is None or not (user.is_staff or booking.user_id == user.pk):
         raise BookingNotFound()
     return booking

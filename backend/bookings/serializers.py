@@ -8,6 +8,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from backend.common import fields
+
 from .models import Booking
 
 MAX_SEATS_PER_BOOKING = 10
@@ -15,8 +17,8 @@ CENTS = Decimal("0.01")
 
 
 class BookingCreateSerializer(serializers.Serializer):
-    tour = serializers.UUIDField()
-    seats = serializers.IntegerField(min_value=1, max_value=MAX_SEATS_PER_BOOKING)
+    tour = fields.UUIDField()
+    seats = fields.IntegerField(min_value=1, max_value=MAX_SEATS_PER_BOOKING)
 
 
 class BookingSerializer(serializers.ModelSerializer):

@@ -3,7 +3,8 @@
 Lock discipline: the tour row is the hot spot (every booking of a tour updates it), so it is
 locked as briefly as possible: taking seats is one statement (seats.py). Cancel and expiry
 lock the booking row, do anything slow (a refund), then give the seats back and change the
-booking status in two quick statements before the commit (see _release for why that order).
+booking status in two quick statements before the commit (lifecycle.release says why that
+order). Every status change, its event row and its metric go through lifecycle.py.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from backend.metrics import BOOKINGS
+from backend.payments.services import payment_refund_for_booking
 from backend.sharding import on_shard, shard_atomic
 from backend.tours.models import Tour
 
-from . import idempotency
+from . import idempotency, lifecycle
 from .errors import (
     IdempotencyMismatch,
     TourStarted,
@@ -52,26 +52,6 @@ def tour_has_started(start: dt.date | dt.datetime, now: dt.datetime) -> bool:
     if isinstance(start, dt.datetime):
         return start <= now
     return start <= timezone.localdate(now)
-
-
-def record_event(
-    *,
-    alias: str,
-    booking: Booking,
-    from_status: str,
-    to_status: str,
-    actor_id: int | None,
-    reason: str,
-    now: dt.datetime,
-) -> None:
-    BookingEvent.objects.using(alias).create(
-        booking=booking,
-        from_status=from_status,
-        to_status=to_status,
-        actor_id=actor_id,
-        reason=reason,
-        at=now,
-    )
 
 
 def booking_create(
@@ -110,7 +90,7 @@ def booking_create(
         ):
             stored = _stored_response(alias, user_id, idempotency_key, fingerprint)
             if stored is not None:
-                BOOKINGS.labels(outcome="replayed").inc()
+                lifecycle.count("replayed")
                 return stored
             booking = take_seats(alias, booking_id_for_tour(tour_id), req)
             body = render(booking)
@@ -123,7 +103,7 @@ def booking_create(
                 response_body=body,
                 created_at=now,
             )
-    BOOKINGS.labels(outcome="created").inc()
+    lifecycle.count("created")
     return CreateResult(status=201, body=body, replayed=False)
 
 
@@ -143,9 +123,6 @@ def booking_cancel(*, booking: Booking, actor_id: int, now: dt.datetime | None =
     A booking already cancelled or expired is returned unchanged. Refused (409) once the tour
     has started. Permission (owner or staff) is the caller's check.
     """
-    # payments build on bookings; importing here keeps that dependency one-way at load time
-    from backend.payments.services import payment_refund_for_booking
-
     now = now or timezone.now()
     alias = booking._state.db or alias_for_tour(booking.tour_id)
     with shard_atomic(alias):
@@ -157,18 +134,18 @@ def booking_cancel(*, booking: Booking, actor_id: int, now: dt.datetime | None =
         )
         if tour_has_started(start, now):
             raise TourStarted("This tour has already started; the booking can't be cancelled.")
-        previous = locked.status
-        if previous == BookingStatus.CONFIRMED:
+        if locked.status == BookingStatus.CONFIRMED:
             payment_refund_for_booking(alias=alias, booking=locked, now=now)
-        _release(alias, locked, BookingStatus.CANCELLED, actor_id, "cancelled", now)
-    BOOKINGS.labels(outcome="cancelled").inc()
+        lifecycle.release(
+            alias=alias,
+            booking=locked,
+            to_status=BookingStatus.CANCELLED,
+            actor_id=actor_id,
+            reason="cancelled",
+            now=now,
+        )
+    lifecycle.count("cancelled")
     return locked
-
-
-def booking_expire_locked(*, alias: str, booking: Booking, now: dt.datetime) -> None:
-    """Expire a pending booking already locked by the caller's transaction; seats go back."""
-    _release(alias, booking, BookingStatus.EXPIRED, None, "hold_expired", now)
-    transaction.on_commit(lambda: BOOKINGS.labels(outcome="expired").inc(), using=alias)
 
 
 def bookings_expire_due(
@@ -203,7 +180,7 @@ def _expire_batch(alias: str, now: dt.datetime, batch: int) -> int:
         released: dict[uuid.UUID, int] = {}
         for b in due:
             released[b.tour_id] = released.get(b.tour_id, 0) + b.seats
-        # seats first, then the booking rows (see _release); tours in a fixed order, so two
+        # seats first, then the booking rows (see lifecycle.release); tours in a fixed order, so two
         # expiry runs never wait on each other in a cycle
         for tour_id in sorted(released, key=str):
             return_seats(alias=alias, tour_id=tour_id, seats=released[tour_id])
@@ -221,32 +198,5 @@ def _expire_batch(alias: str, now: dt.datetime, batch: int) -> int:
             )
             for b in due
         )
-    BOOKINGS.labels(outcome="expired").inc(len(due))
+    lifecycle.count("expired", len(due))
     return len(due)
-
-
-def _release(
-    alias: str, booking: Booking, status: str, actor_id: int | None, reason: str, now: dt.datetime
-) -> None:
-    """Move a locked active booking to `status` (cancelled/expired) and give its seats back.
-
-    Order matters: the seats go back BEFORE the booking row changes. Taking seats locks the
-    tour row and then checks the one-active-booking index; if we changed the booking first and
-    then waited for the tour row, a rebooking by the same user would wait on our booking change
-    while holding the tour row we wait for: a deadlock. Only locking the booking row (FOR
-    UPDATE, done by the caller) never makes that index check wait.
-    """
-    previous = booking.status
-    return_seats(alias=alias, tour_id=booking.tour_id, seats=booking.seats)
-    booking.status = status
-    booking.updated_at = now
-    booking.save(using=alias, update_fields=["status", "updated_at"])
-    record_event(
-        alias=alias,
-        booking=booking,
-        from_status=previous,
-        to_status=status,
-        actor_id=actor_id,
-        reason=reason,
-        now=now,
-    )

@@ -27,6 +27,7 @@ from backend.common.errors import (
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
+    ShardUnavailable,
     ValidationFailed,
 )
 
@@ -75,7 +76,12 @@ def domain_error_for(exc: BaseException) -> DomainError | None:
     if isinstance(exc, IntegrityError):
         return Conflict("The change violates a data constraint.")
     if isinstance(exc, OperationalError | InterfaceError):
-        return DatabaseBusy() if classify(exc) == "busy" else DatabaseUnavailable()
+        if classify(exc) == "busy":
+            return DatabaseBusy()
+        # the PostgreSQL engine names the database (backend/sharding/postgresql): a shard
+        # down is the same 503 shard_unavailable on every path, inside on_shard or not
+        alias = str(getattr(exc, "database_alias", ""))
+        return ShardUnavailable(alias) if alias.startswith("shard_") else DatabaseUnavailable()
     return None
 
 

@@ -1,4 +1,5 @@
-"""Request middleware: request id + access log + metrics, and JSON bodies on every API error."""
+"""Request middleware: request id + access log + metrics, JSON bodies on every API error,
+Secure cookies over TLS, and the body size limit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from backend import metrics
@@ -76,11 +78,23 @@ def _is_json(response: HttpResponse) -> bool:
     return "json" in response.get("Content-Type", "")
 
 
+def came_through_lb(request: HttpRequest) -> bool:
+    """The lb proxies every public request and always sets X-Forwarded-For; the operator's
+    direct requests to a replica (and its health checks) carry none."""
+    return "HTTP_X_FORWARDED_FOR" in request.META
+
+
+# the statuses Django answers with its technical (debug) pages when DEBUG is on
+_TECHNICAL_STATUSES = frozenset({400, 404, 500})
+
+
 class JsonErrorMiddleware:
     """Turns any non-JSON error response outside the admin into `{"detail", "code"}`.
 
     The DRF exception handler and the handler4xx/500 views already answer JSON; this catches
-    the rest (Django's CSRF page, debug pages, middleware-level rejections).
+    the rest (Django's CSRF page, debug pages, middleware-level rejections). The admin keeps
+    its own HTML pages, except Django's technical 400/404/500 pages under DEBUG: those show
+    settings, URL patterns and tracebacks, and never leave through the public lb.
     """
 
     def __init__(self, get_response: Handler) -> None:
@@ -91,11 +105,44 @@ class JsonErrorMiddleware:
         if (
             response.status_code < 400
             or _is_json(response)
-            or request.path.startswith("/admin/")
+            # the web site's own error pages (backend/site: not found, declined card, ...)
+            or getattr(response, "site_page", False)
             or getattr(response, "streaming", False)
         ):
             return response
+        if request.path.startswith("/admin/") and not self._technical_page_to_public(
+            request, response
+        ):
+            return response
         return json_error(response.status_code, headers=response)
+
+    @staticmethod
+    def _technical_page_to_public(request: HttpRequest, response: HttpResponse) -> bool:
+        return (
+            settings.DEBUG
+            and came_through_lb(request)
+            and (response.status_code in _TECHNICAL_STATUSES or response.status_code >= 500)
+        )
+
+
+class SecureCookieMiddleware:
+    """Marks every cookie of a response Secure when the request came over TLS.
+
+    Django's SESSION_COOKIE_SECURE / CSRF_COOKIE_SECURE are fixed at start; the same replica
+    serves the TLS front (X-Forwarded-Proto: https, believed per SECURE_PROXY_SSL_HEADER) and
+    plain-HTTP local use, where a Secure cookie would never come back. So decide per request
+    (`DJANGO_SECURE_COOKIES=always` sets the static settings instead).
+    """
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.cookies and request.is_secure():
+            for morsel in response.cookies.values():
+                morsel["secure"] = True
+        return response
 
 
 def json_error(

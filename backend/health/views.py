@@ -1,4 +1,8 @@
-"""GET /healthz (liveness, touches nothing), GET /readyz (every database + Redis), GET /metrics."""
+"""GET /healthz (liveness, touches nothing), GET /readyz (every database + Redis), GET /metrics.
+
+/readyz also shows each database's circuit (backend.sharding.circuit): a shard that is down
+stays named in `failed` while requests for it fail fast.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from django.views.decorators.http import require_GET
 
 from backend import metrics
 from backend.health.checks import readiness
+from backend.sharding.circuit import circuits
 
 RETRY_AFTER_SECONDS = 5
 
@@ -31,12 +36,13 @@ def readyz(request: HttpRequest) -> JsonResponse:
                 "code": "not_ready",
                 "failed": failed,
                 "checks": checks,
+                "circuits": circuits.state(),
             },
             status=503,
         )
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    return JsonResponse({"status": "ready", "checks": checks})
+    return JsonResponse({"status": "ready", "checks": checks, "circuits": circuits.state()})
 
 
 @csrf_exempt

@@ -8,10 +8,13 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from backend.common.fields import IntegerField, is_ascii_digits
+
 from .gateway import Card
 
 
 def luhn_ok(number: str) -> bool:
+    """The Luhn check of a string of ASCII digits."""
     total = 0
     for i, ch in enumerate(reversed(number)):
         digit = int(ch)
@@ -25,14 +28,17 @@ def luhn_ok(number: str) -> bool:
 
 class PaySerializer(serializers.Serializer):
     card_number = serializers.CharField(max_length=40, trim_whitespace=True)
-    exp_month = serializers.IntegerField(min_value=1, max_value=12, required=False)
-    exp_year = serializers.IntegerField(min_value=2000, max_value=2200, required=False)
-    cvc = serializers.RegexField(r"^\d{3,4}$", required=False)
+    exp_month = IntegerField(min_value=1, max_value=12, required=False)
+    exp_year = IntegerField(min_value=2000, max_value=2200, required=False)
+    # [0-9], not \d: in a str pattern \d also matches "٣" and every other Unicode digit
+    cvc = serializers.RegexField(r"^[0-9]{3,4}\Z", required=False)
 
     def validate_card_number(self, value: str) -> str:
         digits = value.replace(" ", "").replace("-", "")
-        if not digits.isdigit() or not 12 <= len(digits) <= 19:
-            raise serializers.ValidationError("Enter 12 to 19 digits.")
+        # not str.isdigit(): it accepts "²" (which int() then refuses) and "٤" (which int()
+        # reads as 4, so an Arabic-Indic number would pass Luhn and be charged)
+        if not is_ascii_digits(digits) or not 12 <= len(digits) <= 19:
+            raise serializers.ValidationError("Enter 12 to 19 digits (0-9).")
         if not luhn_ok(digits):
             raise serializers.ValidationError("This is not a valid card number.")
         return digits

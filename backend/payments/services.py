@@ -15,11 +15,10 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from backend.bookings import lifecycle
 from backend.bookings.errors import BookingExpired, BookingNotPayable
 from backend.bookings.ids import logical_shard_of, new_booking_id
 from backend.bookings.models import Booking, BookingStatus
-from backend.bookings.services import booking_expire_locked, record_event
-from backend.metrics import BOOKINGS
 from backend.sharding import shard_atomic
 
 from .errors import PaymentDeclined
@@ -53,7 +52,7 @@ def booking_pay(
         if locked.status != BookingStatus.PENDING:
             raise BookingNotPayable(f"This booking is {locked.status}; it can't be paid.")
         if locked.hold_expires_at <= now:
-            booking_expire_locked(alias=alias, booking=locked, now=now)
+            lifecycle.expire_locked(alias=alias, booking=locked, now=now)
             expired = True
         else:
             result = gateway.charge(
@@ -77,18 +76,7 @@ def booking_pay(
                 created_at=now,
             )
             if result.approved:
-                locked.status = BookingStatus.CONFIRMED
-                locked.updated_at = now
-                locked.save(using=alias, update_fields=["status", "updated_at"])
-                record_event(
-                    alias=alias,
-                    booking=locked,
-                    from_status=BookingStatus.PENDING,
-                    to_status=BookingStatus.CONFIRMED,
-                    actor_id=locked.user_id,
-                    reason="paid",
-                    now=now,
-                )
+                lifecycle.confirm_paid(alias=alias, booking=locked, now=now)
                 if email:
                     transaction.on_commit(lambda: send_confirmation(locked, email), using=alias)
             else:
@@ -96,9 +84,9 @@ def booking_pay(
     if expired:
         raise BookingExpired()
     if declined:
-        BOOKINGS.labels(outcome="declined").inc()
+        lifecycle.count("declined")
         raise PaymentDeclined()
-    BOOKINGS.labels(outcome="paid").inc()
+    lifecycle.count("paid")
     return locked
 
 

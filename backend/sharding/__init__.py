@@ -6,11 +6,21 @@
 - Models of the apps in `SHARDED_APPS` live on the shards; everything else on "default".
   Sharded reads and writes name their database: `.using(alias)`, an instance hint, or
   `pinned(alias)` around code (e.g. Django internals) that cannot pass one.
-- `fan_out(fn)` runs `fn(alias)` for every shard and concatenates the results.
+- `gather(fn)` runs `fn(alias)` for every reachable shard and concatenates the results,
+  naming the shards it could not reach (a partial answer); `fan_out(fn)` needs them all.
 - `on_shard(alias)` turns a connection failure into `ShardUnavailable(alias)` (503).
+- A shard found unreachable is failed fast for a short while, then probed (`circuit.py`).
 """
 
-from backend.sharding.access import fan_out, on_shard, pinned, pinned_alias, shard_atomic
+from backend.sharding.access import (
+    Gathered,
+    fan_out,
+    gather,
+    on_shard,
+    pinned,
+    pinned_alias,
+    shard_atomic,
+)
 from backend.sharding.shardmap import (
     LOGICAL_SHARDS,
     SHARDED_APPS,
@@ -25,9 +35,11 @@ from backend.sharding.shardmap import (
 __all__ = [
     "LOGICAL_SHARDS",
     "SHARDED_APPS",
+    "Gathered",
     "ShardMap",
     "alias_for_logical",
     "fan_out",
+    "gather",
     "logical_shard",
     "on_shard",
     "pinned",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from django.db import InterfaceError, OperationalError, transaction
 
@@ -59,16 +60,44 @@ def pinned_alias() -> str | None:
     return _PINNED.get()
 
 
-def fan_out(fn: Callable[[str], list[T]]) -> list[T]:
-    """`fn(alias)` for every shard, results concatenated in shard order.
+@dataclass(frozen=True)
+class Gathered(Generic[T]):
+    """What a fan-out read got: the reachable shards' results, and the shards it could not reach."""
+
+    results: list[T]
+    unavailable: tuple[str, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.unavailable)
+
+
+def gather(fn: Callable[[str], list[T]]) -> Gathered[T]:
+    """`fn(alias)` for every shard, results concatenated in shard order, skipping the shards
+    that cannot be reached (named in `unavailable`). Only when no shard answers at all is
+    that an error: ShardUnavailable for the first one.
 
     Runs in the calling thread, one shard after the other, so each shard reuses this thread's
-    persistent connection (a local fan-out over a few shards costs less than a thread hop).
-    A shard that cannot be reached raises ShardUnavailable(alias): a merged answer that
-    silently lacks a shard would be wrong, so the caller answers 503 instead.
+    persistent connection (a local fan-out over a few shards costs less than a thread hop);
+    a dead shard costs a fast failure while its circuit is open (backend.sharding.circuit).
     """
     results: list[T] = []
-    for alias in shard_aliases():
-        with on_shard(alias):
-            results.extend(fn(alias))
-    return results
+    unavailable: list[str] = []
+    aliases = shard_aliases()
+    for alias in aliases:
+        try:
+            with on_shard(alias):
+                results.extend(fn(alias))
+        except ShardUnavailable:
+            unavailable.append(alias)
+    if aliases and len(unavailable) == len(aliases):
+        raise ShardUnavailable(unavailable[0], "No shard database can be reached; retry later.")
+    return Gathered(results, tuple(unavailable))
+
+
+def fan_out(fn: Callable[[str], list[T]]) -> list[T]:
+    """Like `gather`, for callers that need every shard: ShardUnavailable if one is missing."""
+    gathered = gather(fn)
+    if gathered.unavailable:
+        raise ShardUnavailable(gathered.unavailable[0])
+    return gathered.results

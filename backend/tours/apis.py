@@ -15,6 +15,7 @@ from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from backend.common.pagination import StandardPagination
+from backend.sharding.partial import partial_fields
 from backend.tours import selectors, services
 from backend.tours.cache import tour_list_cache
 from backend.tours.serializers import (
@@ -60,7 +61,9 @@ class TourListApi(GenericAPIView):
         responses=TourOutput(many=True),
         tags=["tours"],
         description="Tours of every shard as one list: filters, search by name, ordering; "
-        "cached for a few seconds and invalidated by tour writes.",
+        "cached for a few seconds and invalidated by tour writes. While a shard is down the "
+        "list holds the other shards' tours and says so: `partial: true`, "
+        "`unavailable_shards`, header `X-Partial-Shards`.",
     )
     def get(self, request: Request) -> Response:
         query = TourFilterInput(data=request.query_params)
@@ -72,16 +75,21 @@ class TourListApi(GenericAPIView):
 
         def compute() -> dict[str, Any]:
             found = selectors.tour_list(filters=filters, page=page, page_size=page_size)
-            return {"count": found.count, "results": TourOutput(found.tours, many=True).data}
+            return {
+                "count": found.count,
+                "results": TourOutput(found.tours, many=True).data,
+                "unavailable": list(found.unavailable),
+            }
 
-        data, cached = tour_list_cache.get_or_compute(
+        data, how = tour_list_cache.get_or_compute(
             {**params, "page": page, "page_size": page_size}, compute
         )
         if page > 1 and not data["results"]:
             raise selectors.TourNotFound("Invalid page: past the last page.")
         nxt, prev = _page_links(request, page, page_size, data["count"])
         body = {"count": data["count"], "next": nxt, "previous": prev, "results": data["results"]}
-        return Response(body, headers={CACHE_HEADER: "hit" if cached else "miss"})
+        fields, headers = partial_fields(data.get("unavailable") or ())
+        return Response({**body, **fields}, headers={CACHE_HEADER: how, **headers})
 
     @extend_schema(request=TourInput, responses={201: TourOutput}, tags=["tours"])
     def post(self, request: Request) -> Response:

@@ -12,7 +12,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from backend.common.errors import NotFound, ValidationFailed
-from backend.sharding import fan_out, on_shard, shard_for
+from backend.sharding import gather, on_shard, shard_for
 from backend.tours.models import Tour
 
 # ordering parameter -> model field; ties are broken by id so every shard agrees on the order
@@ -43,8 +43,12 @@ class TourFilters:
 
 @dataclass(frozen=True)
 class TourPage:
+    """One page; `unavailable` names the shards that could not be read (their tours are
+    missing from both `tours` and `count`)."""
+
     count: int
     tours: list[Tour]
+    unavailable: tuple[str, ...] = ()
 
 
 def tour_get(*, tour_id: uuid.UUID) -> Tour:
@@ -83,6 +87,8 @@ def tour_list(*, filters: TourFilters, page: int, page_size: int) -> TourPage:
 
     Each shard returns its first page*page_size rows in the requested order; a k-way merge of
     those sorted runs yields the global order, so the page is exact without reading more.
+    A shard that cannot be reached is left out and named (a partial page); only when none
+    can be read is it ShardUnavailable.
     """
     if page < 1 or page_size < 1:
         raise ValidationFailed("page and page_size must be positive.")
@@ -102,8 +108,9 @@ def tour_list(*, filters: TourFilters, page: int, page_size: int) -> TourPage:
         # fewer rows than asked for means these are all of them: no COUNT query needed
         return [(len(rows) if len(rows) < depth else qs.count(), rows)]
 
-    runs = fan_out(per_shard)
+    gathered = gather(per_shard)
+    runs = gathered.results
     count = sum(n for n, _ in runs)
     merged = heapq.merge(*(rows for _, rows in runs), key=_sort_key(field), reverse=descending)
     tours = list(merged)[(page - 1) * page_size : depth]
-    return TourPage(count=count, tours=tours)
+    return TourPage(count=count, tours=tours, unavailable=gathered.unavailable)

@@ -7,6 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from backend.common import fields
 from backend.tours.models import Tour, TourPhoto
 from backend.tours.selectors import ORDERING_CHOICES
 
@@ -47,10 +48,10 @@ class TourInput(serializers.Serializer):
     description = serializers.CharField(
         allow_blank=True, required=False, default="", max_length=10_000
     )
-    price = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
-    start_date = serializers.DateField()
-    end_date = serializers.DateField()
-    capacity = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    price = fields.DecimalField(max_digits=10, decimal_places=2, min_value=0)
+    start_date = fields.DateField()
+    end_date = fields.DateField()
+    capacity = fields.IntegerField(min_value=1, max_value=1_000_000)
 
     def validate(self, attrs: dict) -> dict:
         start, end = attrs.get("start_date"), attrs.get("end_date")
@@ -63,15 +64,15 @@ class TourInput(serializers.Serializer):
 
 class TourFilterInput(serializers.Serializer):
     search = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    date_from = serializers.DateField(required=False, help_text="start_date on or after")
-    date_to = serializers.DateField(required=False, help_text="start_date on or before")
-    price_min = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
-    price_max = serializers.DecimalField(max_digits=10, decimal_places=2, required=False)
+    date_from = fields.DateField(required=False, help_text="start_date on or after")
+    date_to = fields.DateField(required=False, help_text="start_date on or before")
+    price_min = fields.DecimalField(max_digits=10, decimal_places=2, required=False)
+    price_max = fields.DecimalField(max_digits=10, decimal_places=2, required=False)
     ordering = serializers.ChoiceField(
         choices=ORDERING_CHOICES, required=False, default="start_date"
     )
-    page = serializers.IntegerField(min_value=1, max_value=10_000, required=False, default=1)
-    page_size = serializers.IntegerField(min_value=1, required=False, default=20)
+    page = fields.IntegerField(min_value=1, max_value=10_000, required=False, default=1)
+    page_size = fields.IntegerField(min_value=1, required=False, default=20)
 
 
 class PhotoInput(serializers.Serializer):

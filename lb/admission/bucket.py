@@ -16,7 +16,8 @@ class Decision:
     allowed: bool
     # requests that would still be admitted right now (after this one, if admitted)
     remaining: int
-    # whole seconds until one more request fits (0 when `remaining` > 0)
+    # whole seconds until the bucket has drained empty, i.e. the whole quota is back
+    # (the `t` of the draft-11 RateLimit field; 0 when the bucket is empty)
     reset: int
     # seconds the client must wait before a retry can be admitted (0.0 when allowed)
     wait: float
@@ -47,7 +48,7 @@ def decide(allowed: bool, level: float, capacity: int, rate: float) -> Decision:
     remaining = max(0, math.floor(capacity - level + EPSILON))
     # the time until the level has drained enough for one more unit
     need = max(0.0, level + 1.0 - capacity) / rate
-    reset = 0 if remaining > 0 else max(1, math.ceil(need - EPSILON))
+    reset = max(0, math.ceil(level / rate - EPSILON))
     return Decision(
         allowed=allowed, remaining=remaining, reset=reset, wait=0.0 if allowed else need
     )

@@ -60,8 +60,9 @@ class LocalLimiter:
         if now >= self._next_sweep:
             self.sweep(now)
         entry = self._buckets.get(rule.name)
-        if entry is None:
-            entry = self._buckets[rule.name] = (rule, {})
+        if entry is None or entry[0] is not rule:
+            # new, or reshaped by a policy change: the levels stay, the sweep uses the new rate
+            entry = self._buckets[rule.name] = (rule, {} if entry is None else entry[1])
         meters = entry[1]
         meter = meters.get(client)
         if meter is None:

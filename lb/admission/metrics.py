@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
@@ -43,19 +44,46 @@ class AdmissionMetrics:
             "Failed or timed-out Redis bucket checks (each failed batch counts once).",
             registry=registry,
         )
-        self._admitted = {rule: self.admitted.labels(rule) for rule in rules}
-        self._rejected = {
-            (rule, dry): self.rejected.labels(rule, dry)
-            for rule in self._admitted
-            for dry in ("0", "1")
-        }
+        self.policy_version = Gauge(
+            "lb_admission_policy_version",
+            "Version of the admission policy in force (0: the environment's); the newest "
+            "any live worker has applied.",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.policy_changes = Counter(
+            "lb_admission_policy_changes_total",
+            "Admission policy changes this process applied (through the admin listener, "
+            "from Redis, or from the lb master).",
+            registry=registry,
+        )
+        self._admitted: dict[str, Any] = {}
+        self._rejected: dict[tuple[str, str], Any] = {}
+        self.bind(rules)
         self._modes = {mode: self.mode.labels(mode) for mode in MODES}
+        self.policy_version.set(0)
+
+    def bind(self, rules: Iterable[str]) -> None:
+        """Label children for these rules, so the hot path is one dict lookup and `inc()`.
+
+        Rules of a replaced policy keep their children: their counts stay scrapeable, and
+        the number of rules an SRE can write is small.
+        """
+        for rule in rules:
+            if rule not in self._admitted:
+                self._admitted[rule] = self.admitted.labels(rule)
+                for dry in ("0", "1"):
+                    self._rejected[(rule, dry)] = self.rejected.labels(rule, dry)
 
     def count_admitted(self, rule: str) -> None:
         self._admitted[rule].inc()
 
     def count_rejected(self, rule: str, *, dry_run: bool) -> None:
         self._rejected[(rule, "1" if dry_run else "0")].inc()
+
+    def policy_applied(self, version: int) -> None:
+        self.policy_version.set(version)
+        self.policy_changes.inc()
 
     def set_mode(self, active: str) -> None:
         for mode, gauge in self._modes.items():

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from lb.admission.bucket import Decision, decide
+from lb.admission.options import AdmissionOptions
 from lb.admission.redis_transport import Cluster, Pending, SingleServer, Transport
 from lb.admission.rules import Rule
-from lb.config import Settings
 
 KEY_PREFIX = "lb:rl:"
 
@@ -74,14 +74,14 @@ class RedisLimiter:
         self._expired: set[asyncio.Task[None]] = set()  # cancelled by _expire, not by close
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings, *, on_error: Callable[[], None] = lambda: None
+    def from_options(
+        cls, options: AdmissionOptions, *, on_error: Callable[[], None] = lambda: None
     ) -> RedisLimiter:
-        assert settings.redis_url is not None
+        assert options.redis_url is not None
         return cls(
-            settings.redis_url,
-            cluster=settings.redis_cluster,
-            timeout=settings.redis_timeout,
+            options.redis_url,
+            cluster=options.redis_cluster,
+            timeout=options.redis_timeout,
             on_error=on_error,
         )
 

@@ -63,7 +63,8 @@ class _Node:
     def __init__(self, url: str, on_lost: Callable[[], None]) -> None:
         self.conn = RespConnection(url, on_lost=on_lost)
         self._head = b"$7\r\nEVALSHA\r\n$40\r\n" + SHA.encode() + b"\r\n"
-        self._args: dict[str, bytes] = {}
+        # by rule (name and shape): a policy change under the same name gets new arguments
+        self._args: dict[Rule, bytes] = {}
         self._connecting: asyncio.Lock | None = None
 
     async def load(self) -> None:
@@ -78,11 +79,13 @@ class _Node:
             raise RespError(f"SCRIPT LOAD failed: {reply!r}")
 
     def _rule_args(self, rule: Rule) -> bytes:
-        args = self._args.get(rule.name)
+        args = self._args.get(rule)
         if args is None:
             capacity, rate = str(rule.capacity).encode(), repr(rule.rate).encode()
             args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(capacity), capacity, len(rate), rate)
-            self._args[rule.name] = args
+            if len(self._args) > 1024:
+                self._args.clear()  # rules of policies long replaced
+            self._args[rule] = args
         return args
 
     def _command(self, chunk: list[Pending]) -> bytes:

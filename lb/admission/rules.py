@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "*"}
 )
-DEFAULT_RULES = "POST /api/auth/register/=2/1"
+# sign-ups: a burst of 2, then one a second; logins (password guessing): a burst of 5, then
+# one every 2 s per client, generous for a person retyping a password, slow for a guesser
+DEFAULT_RULES = "POST /api/auth/register/=2/1; POST /api/auth/token/=5/0.5"
+DEFAULT_NAME = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +23,7 @@ class Rule:
     rate: float
     method: str = "*"
     prefix: str = "/"
-    # draft-10 policy header value, computed once: "<name>";q=<capacity>;w=<window>
+    # draft-11 RateLimit-Policy value, computed once: "<name>";q=<capacity>;w=<window>
     policy: str = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -29,6 +32,22 @@ class Rule:
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method == method) and path.startswith(self.prefix)
+
+
+def default_rule(capacity: int, rate: float) -> Rule:
+    """The bucket every request falls into unless a more specific rule matches."""
+    return Rule(name=DEFAULT_NAME, capacity=capacity, rate=rate)
+
+
+def format_rules(rules: tuple[Rule, ...]) -> str:
+    """Rules back in the LB_RATE_RULES grammar (parse_rules(format_rules(r)) == r)."""
+    return "; ".join(f"{r.method} {r.prefix}={r.capacity}/{format_rate(r.rate)}" for r in rules)
+
+
+def format_rate(rate: float) -> str:
+    """A rate as short as it can be written without losing precision: 1, 0.5, 0.1234567891."""
+    short = f"{rate:g}"
+    return short if float(short) == rate else repr(rate)
 
 
 class RuleError(ValueError):

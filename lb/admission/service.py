@@ -1,4 +1,4 @@
-"""Admission control as the proxy sees it: `build_admission(settings)` and `check()`."""
+"""Admission control as the proxy sees it: `build_admission(options)`, `check()`, `apply()`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lb.admission.heavy_hitters import HeavyHitters
+from lb.admission.heavy_hitters import ArrivalLog, HeavyHitters
 from lb.admission.limiter import Clock, LocalLimiter, Store
 from lb.admission.metrics import AdmissionMetrics
-from lb.admission.rules import RuleSet
+from lb.admission.options import AdmissionOptions
+from lb.admission.policy import Policy
+from lb.admission.rules import format_rules
 from lb.admission.verdict import Verdict, VerdictCache, unavailable
-from lb.config import Settings, default_rule
 
 __all__ = ["Admission", "Verdict", "build_admission"]
 
@@ -42,28 +43,50 @@ class LogThrottle:
 
 
 class Admission:
-    """Chooses the rule, asks the bucket store, counts, and answers with a Verdict."""
+    """Chooses the rule, asks the bucket store, counts, and answers with a Verdict.
+
+    The policy (rules, default bucket, dry run) can be replaced while requests flow:
+    `apply()` swaps it in one assignment, and a check in flight finishes under the policy
+    it started with. Bucket levels are kept across a change (they count requests, whatever
+    the bucket's size), so a tighter policy bites at once and a looser one frees at once.
+    """
 
     def __init__(
         self,
-        rules: RuleSet,
+        policy: Policy,
         store: Store,
         *,
         metrics: AdmissionMetrics,
-        dry_run: bool = False,
         hitters: HeavyHitters | None = None,
+        arrivals: ArrivalLog | None = None,
         clock: Clock = time.monotonic,
         details: dict[str, Any] | None = None,
     ) -> None:
-        self.rules = rules
         self.store = store
         self.metrics = metrics
-        self.dry_run = dry_run
         self.hitters = hitters or HeavyHitters(100)
-        self._verdicts = {rule.name: VerdictCache(rule) for rule in rules.all}
-        self._unavailable = {rule.name: unavailable(rule, 1) for rule in rules.all}
+        self.arrivals = arrivals if arrivals is not None else ArrivalLog()
         self._log_throttle = LogThrottle(clock)
         self._details = details or {}
+        self._use(policy)
+
+    def _use(self, policy: Policy) -> None:
+        rules = policy.rule_set()
+        self.metrics.bind([rule.name for rule in rules.all])
+        self._verdicts = {rule.name: VerdictCache(rule) for rule in rules.all}
+        self._unavailable = {rule.name: unavailable(rule, 1) for rule in rules.all}
+        self.rules = rules
+        self.dry_run = policy.dry_run
+        self.policy = policy
+
+    def apply(self, policy: Policy) -> bool:
+        """Put `policy` in force if it is newer than the one in force; True when it was."""
+        if policy.version <= self.policy.version:
+            return False
+        self._use(policy)
+        self.metrics.policy_applied(policy.version)
+        log.info("admission policy v%d in force: %s", policy.version, policy.describe())
+        return True
 
     async def start(self) -> None:
         self.metrics.set_mode(self.store.mode)
@@ -74,20 +97,23 @@ class Admission:
 
     async def check(self, method: str, path: str, client_key: str) -> Verdict:
         """Admit or reject one request from `client_key` for `method path`."""
+        self.arrivals.add(client_key, method, path)
+        # one policy for the whole check, even if another is applied while Redis answers
         rule = self.rules.match(method, path)
+        verdicts, dry_run, closed = self._verdicts[rule.name], self.dry_run, self._unavailable
         decision = await self.store.check(rule, client_key)
         if decision is None:
             # the shared store is down and the policy is open or closed
             if self.store.mode == "closed":
-                return self._unavailable[rule.name]
+                return closed[rule.name]
             self.metrics.count_admitted(rule.name)
-            return self._verdicts[rule.name].unknown
+            return verdicts.unknown
         if decision.allowed:
             self.metrics.count_admitted(rule.name)
-            return self._verdicts[rule.name].verdict(decision)
+            return verdicts.verdict(decision)
         self.hitters.add(client_key)
-        self.metrics.count_rejected(rule.name, dry_run=self.dry_run)
-        if self.dry_run:
+        self.metrics.count_rejected(rule.name, dry_run=dry_run)
+        if dry_run:
             if self._log_throttle.allow():
                 log.info(
                     "dry run: would reject %s %s from %s (rule %s, retry after %ss; "
@@ -99,15 +125,16 @@ class Admission:
                     decision.retry_after,
                     self._log_throttle.suppressed,
                 )
-            return self._verdicts[rule.name].verdict(decision, enforce=False)
-        return self._verdicts[rule.name].verdict(decision)
+            return verdicts.verdict(decision, enforce=False)
+        return verdicts.verdict(decision)
 
     def top_rejected(self, n: int = 10) -> list[tuple[str, int]]:
         """The most rejected clients (client key, count), highest first, for /status."""
         return self.hitters.top(n)
 
     def status(self) -> dict[str, Any]:
-        """Mode, rules and dry-run flag for /status."""
+        """Mode, rules, dry-run flag and policy version for /status."""
+        policy = self.policy
         return {
             "mode": self.store.mode,
             "dry_run": self.dry_run,
@@ -122,21 +149,28 @@ class Admission:
                 }
                 for rule in self.rules.all
             ],
+            "rules_text": format_rules(policy.rules),
+            "policy_version": policy.version,
+            "policy_set_by": policy.set_by,
+            "policy_set_at": policy.set_at,
             "rejected_total": self.hitters.total,
             **self._details,
         }
 
 
 def build_admission(
-    settings: Settings, registry: CollectorRegistry | None = None, *, clock: Clock = time.monotonic
+    options: AdmissionOptions,
+    registry: CollectorRegistry | None = None,
+    *,
+    clock: Clock = time.monotonic,
 ) -> Admission:
     """Admission control as configured: Redis buckets behind the failure policy, or local."""
-    rules = RuleSet(default_rule(settings), settings.rate_rules)
-    metrics = AdmissionMetrics(registry, [rule.name for rule in rules.all])
+    policy = options.boot_policy()
+    metrics = AdmissionMetrics(registry, [rule.name for rule in policy.rule_set().all])
     local = LocalLimiter(clock)
     store: Store = local
     details: dict[str, Any] = {"store": "memory"}
-    if settings.redis_url:
+    if options.redis_url:
         from lb.admission.failover import Failover
         from lb.admission.redis_limiter import RedisLimiter, redact
 
@@ -144,17 +178,15 @@ def build_admission(
             metrics.set_mode(mode)
 
         store = Failover(
-            RedisLimiter.from_settings(settings, on_error=metrics.redis_errors.inc),
+            RedisLimiter.from_options(options, on_error=metrics.redis_errors.inc),
             local,
-            policy=settings.redis_failure,
+            policy=options.redis_failure,
             on_mode=on_mode,
         )
         details = {
             "store": "redis",
-            "redis": redact(settings.redis_url),
-            "redis_cluster": settings.redis_cluster,
-            "failure_policy": settings.redis_failure,
+            "redis": redact(options.redis_url),
+            "redis_cluster": options.redis_cluster,
+            "failure_policy": options.redis_failure,
         }
-    return Admission(
-        rules, store, metrics=metrics, dry_run=settings.rate_dry_run, clock=clock, details=details
-    )
+    return Admission(policy, store, metrics=metrics, clock=clock, details=details)

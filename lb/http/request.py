@@ -21,6 +21,7 @@ WANTED: Final = frozenset(
         b"content-length",
         b"transfer-encoding",
         b"connection",
+        b"accept",  # the lb's own error answers: a page for browsers, JSON for the rest
     }
 )
 
@@ -28,7 +29,7 @@ WANTED: Final = frozenset(
 PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 
 # list-valued headers: repeated lines are one comma-separated list, in order (RFC 9110 5.3)
-LISTS: Final = frozenset({b"x-forwarded-for", b"connection"})
+LISTS: Final = frozenset({b"x-forwarded-for", b"connection", b"accept"})
 
 
 class BodyError(Exception):

@@ -96,6 +96,7 @@ class Backend:
         "failures",
         "health",
         "last_pick",
+        "last_success",
         "name",
         "outlier",
         "outstanding",
@@ -124,6 +125,7 @@ class Backend:
         self.requests = 0  # finished attempts (cancelled ones excluded)
         self.failures = 0  # finished attempts that were backend failures
         self.last_pick = 0  # pool pick sequence number: tie-break for the balancer
+        self.last_success: float | None = None  # clock time of the last completed attempt
 
     @property
     def healthy(self) -> bool:

@@ -7,11 +7,10 @@ import contextlib
 import logging
 import random
 import time
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 
-from lb.config import Settings
 from lb.upstream.backend import Backend
 from lb.upstream.pool import Pool
 
@@ -33,13 +32,26 @@ def passed(status: int) -> bool:
     return 200 <= status < 300
 
 
+class HealthSettings(Protocol):
+    """What the checker reads (lb.config.Settings has it): LB_HEALTH_PATH, _INTERVAL, _TIMEOUT."""
+
+    @property
+    def health_path(self) -> str: ...
+
+    @property
+    def health_interval(self) -> float: ...
+
+    @property
+    def health_timeout(self) -> float: ...
+
+
 class HealthChecker:
     """Checks every backend each LB_HEALTH_INTERVAL (jittered, so several lb processes do not
     check in lockstep), each check bounded by LB_HEALTH_TIMEOUT, and reports every result
     to the pool, whose rise/fall hysteresis decides health. It checks ejected and drained
     backends too: a passed check is how an ejected backend returns to rotation."""
 
-    def __init__(self, pool: Pool, settings: Settings, rng: random.Random) -> None:
+    def __init__(self, pool: Pool, settings: HealthSettings, rng: random.Random) -> None:
         self._pool = pool
         self._path = settings.health_path
         self._interval = settings.health_interval
@@ -78,8 +90,8 @@ class HealthChecker:
         """One round: check every backend concurrently and report the results."""
         backends = self._pool.backends
         results = await asyncio.gather(*(self._check(b) for b in backends))
-        for backend, ok in zip(backends, results, strict=True):
-            self._pool.health_result(backend, ok)
+        for backend, (ok, timed_out) in zip(backends, results, strict=True):
+            self._pool.health_result(backend, ok, timed_out=timed_out)
 
     async def _run(self) -> None:
         # A short random start offset spreads the checks of several lb processes apart.
@@ -92,7 +104,9 @@ class HealthChecker:
                 log.exception("health check round failed")
             await asyncio.sleep(next_delay(self._interval, time.monotonic() - started, self._rng))
 
-    async def _check(self, backend: Backend) -> bool:
+    async def _check(self, backend: Backend) -> tuple[bool, bool]:
+        """(passed, timed out). Checks go straight to the backend on their own connection:
+        they never wait behind the lb's concurrency limit or its queue."""
         assert self._session is not None
         url = backend.url.url + self._path
         try:
@@ -101,7 +115,10 @@ class HealthChecker:
                 ok = passed(response.status)
                 if not ok:
                     log.debug("health check %s: status %d", backend.name, response.status)
-                return ok
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                return ok, False
+        except TimeoutError:
+            log.debug("health check %s timed out", backend.name)
+            return False, True
+        except (aiohttp.ClientError, OSError) as exc:
             log.debug("health check %s failed: %r", backend.name, exc)
-            return False
+            return False, False

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
+from lb.logsummary import LogSummary
 from lb.upstream.backend import (
     Backend,
     BackendURL,
@@ -57,7 +58,13 @@ class PoolSettings(Protocol):
     def health_fall(self) -> int: ...
 
     @property
+    def health_interval(self) -> float: ...
+
+    @property
     def health_rise(self) -> int: ...
+
+    @property
+    def health_timeout(self) -> float: ...
 
     @property
     def max_retries(self) -> int: ...
@@ -127,6 +134,7 @@ class Pool:
         budget_ratio: float,
         budget_min: int,
         events: PoolEvents | None = None,
+        busy_grace: float = 0.0,
     ) -> None:
         if not backends:
             raise ValueError("a pool needs at least one backend")
@@ -134,11 +142,19 @@ class Pool:
         self._by_name = {b.name: b for b in self.backends}
         self._balancer = balancer
         self._clock = clock
+        # repeated warnings (ejections refused, flapping health) fold into one line per kind
+        self.logs = LogSummary(log, clock=clock)
         self._events: PoolEvents = events if events is not None else NoEvents()
         self._max_ejected = max_ejected(max_ejected_ratio, len(self.backends))
+        self._max_ejected_ratio = max_ejected_ratio
         self._picks = 0
         self.in_flight = 0  # picked and not yet finished, over all backends
         self.active_checks = False  # set by the HealthChecker while it runs
+        # called after every finish(): the overload admitter hands the freed slot on
+        self.on_finish: Callable[[Backend, Outcome], None] | None = None
+        # a timed-out health check of a backend that completed a request this recently
+        # says "busy", not "dead" (0: every timeout counts)
+        self.busy_grace = busy_grace
         self.retry_policy = retry_policy
         self.retry_budget = RetryBudget(
             ratio=budget_ratio, minimum=budget_min, active_requests=self._active_requests
@@ -191,6 +207,7 @@ class Pool:
             budget_ratio=settings.retry_budget_ratio,
             budget_min=settings.retry_budget_min,
             events=sink,
+            busy_grace=settings.health_interval + settings.health_timeout,
         )
 
     # -- the hot path --------------------------------------------------------------------
@@ -201,12 +218,12 @@ class Pool:
         self._return_expired()
         if exclude:
 
-            def eligible(b: Backend) -> bool:
-                return b not in exclude and b.name not in exclude and _eligible(b)
+            def allowed(b: Backend) -> bool:
+                return b not in exclude and b.name not in exclude and eligible(b)
 
-            backend = self._balancer.choose(self.backends, eligible)
+            backend = self._balancer.choose(self.backends, allowed)
         else:
-            backend = self._balancer.choose(self.backends, _eligible)
+            backend = self._balancer.choose(self.backends, eligible)
         if backend is None or not backend.breaker.acquire():
             return None
         self._picks += 1
@@ -227,9 +244,7 @@ class Pool:
         self.in_flight -= 1
         if outcome is Outcome.CANCELLED:
             backend.breaker.release()
-            return
-        failure = outcome.is_failure
-        if (
+        elif (
             outcome is Outcome.SERVER_ERROR
             and status == 500
             and backend.spread is not None
@@ -238,24 +253,64 @@ class Pool:
             # one client's input may be what breaks: no verdict on the backend yet
             backend.requests += 1
             backend.breaker.release()
-            return
-        backend.requests += 1
-        if failure:
-            backend.failures += 1
-        backend.breaker.record(failure)
-        if backend.outlier.record(failure):
-            self._try_eject(backend, outcome.value)
+        else:
+            failure = outcome.is_failure
+            backend.requests += 1
+            if failure:
+                backend.failures += 1
+            else:
+                backend.last_success = self._clock()  # alive: it completes requests
+            backend.breaker.record(failure)
+            if backend.outlier.record(failure):
+                self._try_eject(backend, outcome.value)
+        if self.on_finish is not None:
+            self.on_finish(backend, outcome)
+
+    def may_retry(
+        self, request: tuple[str, bool], outcome: Outcome, reached: bool, retries: int, *,
+        streamed: bool,
+    ) -> bool:  # fmt: skip
+        """May a failed attempt of `request` ((method, has Idempotency-Key)) go again, on
+        another backend? Takes a retry-budget permit when it may."""
+        policy = self.retry_policy
+        if not policy.allows_attempt(retries) or len(self.backends) < 2:
+            return False
+        # a streamed body cannot be sent twice: only a connect failure leaves it unread
+        if reached and streamed:
+            return False
+        method, has_key = request
+        if not policy.may_retry(method, has_key, outcome, reached):
+            return False
+        return self.retry_budget.try_acquire(reached)
 
     # -- health, ejection, admin ---------------------------------------------------------
 
-    def health_result(self, backend: Backend, ok: bool) -> None:
-        """One active health check result for `backend`."""
+    def health_result(self, backend: Backend, ok: bool, *, timed_out: bool = False) -> None:
+        """One active health check result for `backend`. A check that timed out while the
+        backend kept completing requests (within `busy_grace`) counts for nothing: the
+        check waited in the queue of a busy replica, which is alive."""
+        if timed_out and self.busy(backend):
+            return
         if backend.health.record(ok):
-            log.warning("backend %s is %s", backend.name, "healthy" if ok else "unhealthy")
+            self.logs.warning(
+                f"health {backend.name}",
+                "backend %s is %s",
+                backend.name,
+                "healthy" if ok else "unhealthy",
+            )
             self._events.health_changed(backend.name, ok)
         if ok and backend.outlier.expired():
             backend.outlier.restore()
-            log.warning("backend %s is back in rotation after ejection", backend.name)
+            self.logs.warning(
+                f"back {backend.name}",
+                "backend %s is back in rotation after ejection",
+                backend.name,
+            )
+
+    def busy(self, backend: Backend) -> bool:
+        """Did `backend` complete a request within the last `busy_grace` seconds?"""
+        last = backend.last_success
+        return last is not None and self._clock() - last <= self.busy_grace
 
     def drain(self, name: str) -> bool:
         """Stop sending new requests to `name` (in-flight ones finish). False: unknown."""
@@ -273,12 +328,32 @@ class Pool:
         backend.drained = False
         return True
 
+    def set_backends(self, backends: Collection[Backend]) -> tuple[list[str], list[str]]:
+        """Replace the backend set live; (added, removed) names.
+
+        A backend already in the pool keeps its object and all its state (health, breaker,
+        outstanding requests); a new one starts healthy, so it takes traffic at once and the
+        active checks vouch for it from their next round. Requests in flight on a removed
+        backend finish normally (they hold the backend; `finish()` still counts them).
+        """
+        if not backends:
+            raise ValueError("a pool needs at least one backend")
+        current = self._by_name
+        chosen = tuple(current.get(b.name, b) for b in backends)
+        added = [b.name for b in chosen if b.name not in current]
+        names = {b.name for b in chosen}
+        removed = [name for name in current if name not in names]
+        self.backends = chosen
+        self._by_name = {b.name: b for b in chosen}
+        self._max_ejected = max_ejected(self._max_ejected_ratio, len(chosen))
+        return added, removed
+
     def get(self, name: str) -> Backend | None:
         return self._by_name.get(name)
 
     def eligible_count(self) -> int:
         """How many backends could take a request now."""
-        return sum(1 for b in self.backends if _eligible(b))
+        return sum(1 for b in self.backends if eligible(b))
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per-backend state for /status (JSON-serialisable)."""
@@ -299,7 +374,7 @@ class Pool:
                     "drained": b.drained,
                     "requests": b.requests,
                     "failures": b.failures,
-                    "eligible": _eligible(b),
+                    "eligible": eligible(b),
                 }
             )
         return rows
@@ -312,10 +387,21 @@ class Pool:
     def _try_eject(self, backend: Backend, reason: str) -> None:
         ejected = sum(1 for b in self.backends if b.outlier.ejected)
         if ejected >= self._max_ejected:
-            log.warning("backend %s not ejected: %d already ejected", backend.name, ejected)
+            self.logs.warning(
+                f"not ejected {backend.name}",
+                "backend %s not ejected: %d already ejected",
+                backend.name,
+                ejected,
+            )
             return
         seconds = backend.outlier.eject(reason)
-        log.warning("backend %s ejected for %.1f s (%s)", backend.name, seconds, reason)
+        self.logs.warning(
+            f"ejected {backend.name}",
+            "backend %s ejected for %.1f s (%s)",
+            backend.name,
+            seconds,
+            reason,
+        )
         self._events.ejected(backend.name, reason)
 
     def _return_expired(self) -> None:
@@ -328,7 +414,8 @@ class Pool:
                 b.outlier.restore()
 
 
-def _eligible(b: Backend) -> bool:
+def eligible(b: Backend) -> bool:
+    """May `b` take a request now (healthy, not ejected, not drained, breaker lets it)?"""
     return (
         b.health.healthy
         and b.outlier.ejected_until is None

@@ -6,9 +6,11 @@ import importlib
 import sys
 
 BENCHES = {
-    "lb": "the lb against a direct backend, nginx and a naive aiohttp proxy",
+    "lb": "the lb against a direct backend, nginx and an aiohttp proxy",
     "admission": "the lb with in-process buckets vs Redis buckets",
     "bookings": "committed bookings per second on a hot tour and spread over many",
+    "cache": "browsing through the lb on PostgreSQL + Redis, micro-cache off vs on",
+    "overload": "the stack at 0.8x-10x its capacity, open loop: the lb next to HAProxy",
 }
 
 

@@ -21,15 +21,17 @@ from pathlib import Path
 from ops.bench.common import (
     NGINX,
     OPEN_ADMISSION,
-    WRK,
     Bench,
-    Result,
     bench,
-    cpu_seconds,
     launch_lb,
+    start_nginx_backends,
+)
+from ops.bench.load import (
+    WRK,
+    Result,
+    cpu_seconds,
     measure,
     run_load,
-    start_nginx_backends,
     table,
 )
 from ops.servers import RedisServer
@@ -49,7 +51,7 @@ def check_cpu(redis_url: str | None, redis_pid: int | None) -> tuple[float, floa
     from prometheus_client import CollectorRegistry
 
     from lb.admission.service import build_admission
-    from lb.config import load_settings
+    from lb.config import admission_options, load_settings
 
     env = dict(OPEN_ADMISSION)
     if redis_url:
@@ -57,7 +59,7 @@ def check_cpu(redis_url: str | None, redis_pid: int | None) -> tuple[float, floa
         env["LB_REDIS_TIMEOUT"] = "1"
 
     async def run() -> tuple[float, float | None]:
-        admission = build_admission(load_settings(env), CollectorRegistry())
+        admission = build_admission(admission_options(load_settings(env)), CollectorRegistry())
         await admission.start()
 
         async def requester(i: int) -> None:

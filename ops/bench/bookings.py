@@ -19,6 +19,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ops.processes import Process
+from ops.replicas import replica_env, start_replicas
 from ops.servers import PostgresServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,58 +88,33 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="bench-bookings-"))
         os.chmod(self.work, 0o755)
         self.servers: list[PostgresServer] = []
-        self.replicas: list[subprocess.Popen[bytes]] = []
+        self.replicas: list[Process] = []
         self.urls: list[str] = []
         self.env: dict[str, str] = {}
+        self.extra: dict[
+            str, str
+        ] = {}  # more replica variables (e.g. REDIS_URL), set before start()
 
     def start(self) -> None:
         for i in range(3):
             self.servers.append(PostgresServer(self.work / f"pg{i}", port=free_port()).start())
         urls = [server.create_database("bench") for server in self.servers]
-        self.env = {
-            "DJANGO_DEBUG": "0",
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),  # this run only
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DATABASE_URL": urls[0],
-            "SHARD_URLS": ",".join(urls[1:]),
-            "BACKEND_VAR_DIR": str(self.work / "var"),
-            "BACKEND_LOG_LEVEL": "WARNING",
-            "JWT_ACCESS_SECONDS": "3600",
-            "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
-            "GUNICORN_WORKERS": str(self.args.workers),
-            "GUNICORN_THREADS": str(self.args.threads),
-            "GUNICORN_LOG_LEVEL": "warning",
-        }
+        self.env = replica_env(
+            database_url=urls[0],
+            shard_urls=urls[1:],
+            secret_key=secrets.token_urlsafe(48),  # this run only
+            var_dir=self.work / "var",
+            workers=self.args.workers,
+            threads=self.args.threads,
+            BACKEND_LOG_LEVEL="WARNING",
+            JWT_ACCESS_SECONDS="3600",
+            EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+            GUNICORN_LOG_LEVEL="warning",
+        )
+        self.env.update(self.extra)
         self.manage("migrate_all", "-v", "0")
-        for _ in range(self.args.replicas):
-            port = free_port()
-            log = open(self.work / f"replica-{port}.log", "wb")  # noqa: SIM115
-            self.replicas.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "gunicorn", "-c", "backend/gunicorn.conf.py"],
-                    env={**os.environ, **self.env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
-            self.urls.append(f"http://127.0.0.1:{port}")
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + 60
-        for url in self.urls:
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{url} did not become healthy") from None
-                    time.sleep(0.2)
+        ports = [free_port() for _ in range(self.args.replicas)]
+        self.urls = start_replicas(self.env, ports, self.work, self.replicas)
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
@@ -167,14 +145,9 @@ class Bench:
 
     def close(self) -> None:
         for proc in self.replicas:
-            if proc.poll() is None:
-                proc.terminate()
+            proc.signal(signal.SIGTERM)  # all at once: they shut down side by side
         for proc in self.replicas:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            proc.stop(20)
         for server in self.servers:
             server.stop("immediate")
         shutil.rmtree(self.work, ignore_errors=True)

@@ -26,9 +26,10 @@ import aiohttp
 import psycopg
 import pytest
 
-from tests.backend.conftest import clone_databases
-from tests.support.net import free_port
-from tests.support.processes import ROOT, Process, python
+from ops.processes import ROOT, Process, python
+from ops.replicas import replica_env, start_replicas
+from ops.servers import free_port
+from tests.support.databases import clone_databases
 
 REPLICAS = 2
 
@@ -151,38 +152,27 @@ def build_stack(
         created = [server.create_database(name) for server in pg_servers]
         default_url, shard_urls = created[0], created[1:]
     work.mkdir(parents=True, exist_ok=True)
-    env = {
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),  # per test session, never stored
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DATABASE_URL": default_url,
-        "SHARD_URLS": ",".join(shard_urls),
-        "BACKEND_VAR_DIR": str(work / "var"),
-        "BACKEND_LOG_LEVEL": "WARNING",
-        "JWT_ACCESS_SECONDS": "3600",
-        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-        "EMAIL_FILE_PATH": str(work / "mail"),
-        "GUNICORN_WORKERS": "2",
-        "GUNICORN_THREADS": "4",
-        "GUNICORN_LOG_LEVEL": "warning",
-        "GUNICORN_GRACEFUL_TIMEOUT": "3",
-    }
+    env = replica_env(
+        database_url=default_url,
+        shard_urls=shard_urls,
+        secret_key=secrets.token_urlsafe(48),  # per test session, never stored
+        var_dir=work / "var",
+        workers=2,
+        threads=4,
+        BACKEND_LOG_LEVEL="WARNING",
+        JWT_ACCESS_SECONDS="3600",
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(work / "mail"),
+        GUNICORN_LOG_LEVEL="warning",
+        GUNICORN_GRACEFUL_TIMEOUT="3",
+    )
     stack = Stack(env=env, urls=[], shard_urls=shard_urls, work=work)
     if not template:
         migrated = stack.run("backend", "migrate_all", "-v", "0", timeout=300)
         assert migrated.returncode == 0, migrated.stderr[-3000:]
-    for i in range(replicas):
-        port = free_port()
-        proc = Process(
-            python("-m", "gunicorn", "-c", "backend/gunicorn.conf.py"),
-            log_path=work / f"replica-{i}.log",
-            env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
-        ).start()
-        stack.processes.append(proc)
-        stack.urls.append(f"http://127.0.0.1:{port}")
     stack.user_pool.extend(User(**u) for u in stack.seed({"users": 800})["users"])
-    for proc, url in zip(stack.processes, stack.urls, strict=True):
-        proc.wait_http(f"{url}/healthz", timeout=60)
+    ports = [free_port() for _ in range(replicas)]
+    stack.urls = start_replicas(env, ports, work, stack.processes)
     return stack
 
 

@@ -1,5 +1,5 @@
-"""Registration and JWT auth against a real replica: bad tokens get 401, refresh rotates and
-blacklists, logout blacklists."""
+"""Registration and JWT auth against a real replica: bad tokens get 401, refresh rotates (and
+reusing a rotated token revokes its whole family), logout revokes the session's tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jwt
 import pytest
 import requests
 
-from tests.backend.conftest import TEST_SECRET_KEY, USER_PASSWORD, Api
+from tests.backend.conftest import TEST_SECRET_KEY, USER_PASSWORD, Api, login
 
 pytestmark = [pytest.mark.postgres, pytest.mark.processes]
 
@@ -106,10 +106,11 @@ def test_tampered_alg_none_expired_and_foreign_tokens_get_401(base: str, api_cli
     assert requests.get(f"{base}/api/auth/me/", timeout=30).status_code == 401
 
 
-def test_refresh_rotates_and_the_old_refresh_token_is_blacklisted(
+def test_refresh_rotates_and_reusing_a_rotated_token_revokes_its_family(
     base: str, api_client: Any
 ) -> None:
     user = api_client.user(base)
+    other_session = login(base, user.user["username"], USER_PASSWORD)
     first = requests.post(
         f"{base}/api/auth/token/refresh/", json={"refresh": user.refresh}, timeout=30
     )
@@ -117,15 +118,33 @@ def test_refresh_rotates_and_the_old_refresh_token_is_blacklisted(
     rotated = first.json()
     assert set(rotated) == {"access", "refresh"} and rotated["refresh"] != user.refresh
     assert _me(base, rotated["access"]).status_code == 200
+    second = requests.post(
+        f"{base}/api/auth/token/refresh/", json={"refresh": rotated["refresh"]}, timeout=30
+    )
+    assert second.status_code == 200
+    newest = second.json()
+    assert _me(base, newest["access"]).status_code == 200
 
+    # the first refresh token again: stolen or replayed; the whole family goes
     reused = requests.post(
         f"{base}/api/auth/token/refresh/", json={"refresh": user.refresh}, timeout=30
     )
     assert reused.status_code == 401 and reused.json()["code"] == "token_not_valid"
     again = requests.post(
-        f"{base}/api/auth/token/refresh/", json={"refresh": rotated["refresh"]}, timeout=30
+        f"{base}/api/auth/token/refresh/", json={"refresh": newest["refresh"]}, timeout=30
     )
-    assert again.status_code == 200
+    assert again.status_code == 401 and again.json()["code"] == "token_not_valid"
+    for access in (newest["access"], rotated["access"], user.token):
+        refused = _me(base, access)
+        assert refused.status_code == 401 and refused.json()["code"] == "token_revoked"
+    # another login of the same user is another family: untouched
+    assert _me(base, other_session.token).status_code == 200
+    assert (
+        requests.post(
+            f"{base}/api/auth/token/refresh/", json={"refresh": other_session.refresh}, timeout=30
+        ).status_code
+        == 200
+    )
 
 
 def test_logout_blacklists_the_refresh_token(base: str, api_client: Any) -> None:
@@ -143,3 +162,25 @@ def test_logout_blacklists_the_refresh_token(base: str, api_client: Any) -> None
     assert after.status_code == 401 and after.json()["code"] == "token_not_valid"
     twice = user.post("/api/auth/logout/", json={"refresh": user.refresh})
     assert twice.status_code == 401
+
+
+def test_after_logout_the_access_token_is_refused(base: str, api_client: Any) -> None:
+    user = api_client.user(base)
+    other_session = login(base, user.user["username"], USER_PASSWORD)
+    rotated = requests.post(
+        f"{base}/api/auth/token/refresh/", json={"refresh": user.refresh}, timeout=30
+    ).json()
+    assert _me(base, user.token).status_code == 200  # an access token of the same session
+
+    resp = Api(base, rotated["access"]).post(
+        "/api/auth/logout/", json={"refresh": rotated["refresh"]}
+    )
+    assert resp.status_code == 205
+    for access in (rotated["access"], user.token):
+        refused = _me(base, access)
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["code"] == "token_revoked"
+        assert "Bearer" in refused.headers.get("WWW-Authenticate", "")
+    assert user.get("/api/bookings/").status_code == 401
+    # the user's other session keeps working
+    assert _me(base, other_session.token).status_code == 200

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ def test_sqlite_shards_hold_the_same_rules(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "DJANGO_DEBUG": "1",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),  # no key, no start: DEBUG too
         "BACKEND_VAR_DIR": str(tmp_path),
         "DATABASE_URL": "",
         "SHARD_URLS": "",

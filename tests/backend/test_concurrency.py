@@ -49,8 +49,14 @@ def test_500_concurrent_bookings_never_oversell_50_seats(booking_stack: Stack) -
     row = stack.tour_row(tour)
     assert sold <= 50
     assert row["seats_available"] == 50 - sold >= 0
-    # the tour was sold to the last seat (or to fewer seats than the smallest request left)
-    assert row["seats_available"] < 4
+    # no undersell: every refused request asked for more seats than were left at the end (seats
+    # only go down here, so fewer were left when it was refused). With 1-seat requests among the
+    # refused, that means the tour sold out to the last seat.
+    refused = [seats for (_, _, seats), r in zip(attempts, replies, strict=True) if r.status == 409]
+    assert refused and all(seats > row["seats_available"] for seats in refused), (
+        row["seats_available"],
+        Counter(refused),
+    )
     db_sold = stack.sql(
         stack.shard_of(tour),
         "SELECT COALESCE(SUM(seats), 0), COUNT(*) FROM bookings_booking "
@@ -103,6 +109,9 @@ def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
     tour = stack.tour(capacity=50)
     users = stack.users(4)
 
+    cancels: list = []
+    rebooked: list = []  # one per user and round: the rebook right after the cancel
+
     async def rounds() -> list:
         replies = []
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
@@ -115,6 +124,7 @@ def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
                     user=user,
                     json_body={"tour": tour, "seats": 2},
                 )
+                assert made.status == 201, made.body
                 current[user.id] = made.body["id"]
             for i in range(15):
                 jobs = []
@@ -139,9 +149,11 @@ def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
                     )
                 done = await asyncio.gather(*jobs)
                 replies.extend(done)
+                cancels.extend(done[0::2])
                 for user, booked in zip(users, done[1::2], strict=True):
                     if booked.status == 201:
                         current[user.id] = booked.body["id"]
+                        rebooked.append(booked)
                     else:  # the cancel had not landed yet: book again now
                         again = await call(
                             session,
@@ -150,8 +162,10 @@ def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
                             user=user,
                             json_body={"tour": tour, "seats": 2},
                         )
+                        replies.append(again)
                         if again.status == 201:
                             current[user.id] = again.body["id"]
+                            rebooked.append(again)
         return replies
 
     began = time.monotonic()
@@ -167,7 +181,13 @@ def test_cancel_and_rebook_races_never_deadlock(booking_stack: Stack) -> None:
         [tour],
     )
     assert all(count == 1 for _, count, _ in active)
+    # every cancel landed and every user got the seats again in every round
+    assert [r.status for r in cancels] == [200] * 15 * len(users), [r.body for r in cancels]
+    assert all(r.body["status"] == "cancelled" for r in cancels)
+    assert len(rebooked) == 15 * len(users)
+    assert sorted(user_id for user_id, _, _ in active) == sorted(u.id for u in users)
     held = sum(int(seats) for _, _, seats in active)
+    assert held == 2 * len(users)
     assert stack.tour_row(tour)["seats_available"] == 50 - held
     assert elapsed < 60
     assert verify(stack).returncode == 0

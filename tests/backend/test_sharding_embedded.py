@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ def _env(var_dir: Path) -> dict[str, str]:
     return {
         **keep,
         "DJANGO_DEBUG": "1",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),  # no key, no start: DEBUG too
         "BACKEND_VAR_DIR": str(var_dir),
         "SEED_STAFF_PASSWORD": "Seed-pass-42!",
     }

@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from decimal import Decimal
-from typing import Any
-
 import pytest
 
+from tests.support.databases import tour_on
+
 pytestmark = [pytest.mark.postgres]
-
-
-def _tour_on(alias: str) -> Any:
-    from backend.sharding import shard_for
-    from backend.tours.services import tour_create
-
-    while True:
-        tour_id = uuid.uuid4()
-        if shard_for(tour_id) == alias:
-            return tour_create(
-                tour_id=tour_id,
-                name=f"orm {alias} {tour_id.hex[:6]}",
-                price=Decimal("10.00"),
-                start_date=dt.date(2031, 1, 1),
-                end_date=dt.date(2031, 1, 2),
-                capacity=3,
-            )
 
 
 def test_router_refuses_a_sharded_query_that_names_no_shard(django_orm: dict[str, str]) -> None:
@@ -34,7 +14,7 @@ def test_router_refuses_a_sharded_query_that_names_no_shard(django_orm: dict[str
     from backend.sharding.router import ShardRoutingError
     from backend.tours.models import Tour
 
-    tour = _tour_on("shard_1")
+    tour = tour_on("shard_1")
     with pytest.raises(ShardRoutingError, match=r"tours\.Tour is sharded"):
         Tour.objects.filter(pk=tour.pk).exists()
     assert Tour.objects.using("shard_1").filter(pk=tour.pk).exists()
@@ -52,7 +32,7 @@ def test_fan_out_visits_every_shard_once(django_orm: dict[str, str]) -> None:
     from backend.sharding import fan_out, shard_aliases
     from backend.tours.models import Tour
 
-    a, b = _tour_on("shard_0"), _tour_on("shard_1")
+    a, b = tour_on("shard_0"), tour_on("shard_1")
     seen = fan_out(
         lambda alias: [(alias, pk) for pk in Tour.objects.using(alias).values_list("pk", flat=True)]
     )
@@ -66,8 +46,11 @@ def test_unreachable_shard_raises_shard_unavailable(django_orm: dict[str, str]) 
 
     from backend.common.errors import ShardUnavailable
     from backend.sharding import on_shard, shard_atomic
+    from backend.sharding.circuit import circuits
     from backend.tours.models import Tour
 
+    before = Tour.objects.using("shard_0").count()
+    tour_on("shard_0")
     conn = connections["shard_0"]
     conn.close()
     saved = dict(conn.settings_dict)
@@ -83,4 +66,10 @@ def test_unreachable_shard_raises_shard_unavailable(django_orm: dict[str, str]) 
         conn.close()
         conn.settings_dict.clear()
         conn.settings_dict.update(saved)
-    assert Tour.objects.using("shard_0").count() >= 0
+    # the shard's circuit is open: the next try fails fast, without connecting
+    with pytest.raises(ShardUnavailable) as fast, on_shard("shard_0"):
+        Tour.objects.using("shard_0").count()
+    assert "failed fast" in str(fast.value.__cause__)
+    circuits.reset()
+    # the shard is back, with its rows: the new tour and everything before it
+    assert Tour.objects.using("shard_0").count() == before + 1

@@ -78,8 +78,15 @@ async def test_metrics_parse_and_count_the_traffic(
         assert total(text, "lb_backend_healthy", backend=name) == 1
         assert total(text, "lb_backend_breaker_state", backend=name) == 0
         assert total(text, "lb_backend_outstanding_requests", backend=name) == 0
-    # families that exist before anything happened to them
+    # families that exist before anything happened to them, and nothing did
     assert "lb_upstream_retries" in text and "lb_backend_ejections" in text
+    assert total(text, "lb_upstream_retries_total") == 0  # LB_MAX_RETRIES=0
+    assert total(text, "lb_backend_ejections_total") == 0  # one failure ejects nobody
+    # every request that reached admission was admitted, none rejected; the buckets are local
+    assert total(text, "lb_admission_admitted_total") == 25
+    assert total(text, "lb_admission_rejected_total") == 0
+    modes = {labels["mode"]: value for labels, value in samples(text, "lb_admission_mode")}
+    assert modes["local"] == 1 and sum(modes.values()) == 1, modes
 
 
 async def test_status_json_html_drain_and_restore(

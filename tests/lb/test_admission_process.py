@@ -100,7 +100,8 @@ def test_burst_of_twenty_admits_five_then_recovers(
     assert all(a.json()["code"] == "rate_limited" and a.json()["detail"] for a in rejected)
     assert all(a.headers["RateLimit-Policy"] == '"default";q=5;w=5' for a in burst)
     assert all(a.headers["RateLimit"].startswith('"default";r=') for a in burst)
-    assert {a.headers["RateLimit"] for a in rejected} == {'"default";r=0;t=1'}
+    # draft-11: r is the quota left, t the seconds until the bucket is empty (5 units at 1/s)
+    assert {a.headers["RateLimit"] for a in rejected} == {'"default";r=0;t=5'}
 
     time.sleep(1.05)  # Retry-After seconds later
     assert admitted(asyncio.run(fetch_all(url, 1))) == 1

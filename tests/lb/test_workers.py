@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,45 @@ def test_master_gives_up_when_workers_die_at_start(
     )
     assert exit_code(lb, 20) == 1
     assert "giving up" in lb.process.log()
+
+
+async def test_drain_and_restore_reach_every_worker(
+    fake_backends: Callable[[int], list[FakeBackend]],
+    lb_process: Callable[..., LbProcess],
+) -> None:
+    """With LB_WORKERS=2 the admin listener lives in the master: a drain must reach both
+    workers' pools (through the control file), and a restore too."""
+    b0, b1 = fake_backends(2)
+    lb = lb_process({**OPEN_ADMISSION, "LB_BACKENDS": f"{b0.url},{b1.url}", "LB_WORKERS": "2"})
+    workers = await all_workers_up(lb, 2)
+    assert len(workers) == 2
+    name0 = f"127.0.0.1:{b0.port}"
+    # fresh connections: SO_REUSEPORT spreads them over both workers
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def spread(n: int) -> Counter[str]:
+            seen: Counter[str] = Counter()
+            for _ in range(n):
+                async with session.get(f"{lb.url}/where") as resp:
+                    seen[(await resp.json())["backend"]] += 1
+            return seen
+
+        async with session.post(f"{lb.admin_url}/backends/{name0}/drain") as resp:
+            assert await resp.json() == {"backend": name0, "drained": True}
+        answered_before = {w["pid"]: w["answered"] for w in lb.status()["per_worker"]}
+        assert await spread(40) == Counter({"b1": 40})
+        await asyncio.sleep(1.0)  # workers publish their /status snapshots every 0.5 s
+        status = lb.status()
+        # both workers served some of the 40, and each had b0 drained
+        took = [w["answered"] - answered_before.get(w["pid"], 0) for w in status["per_worker"]]
+        assert len(took) == 2 and min(took) > 0, took
+        row = next(r for r in status["backends"] if r["name"] == name0)
+        assert row["drained"] is True and row["eligible"] is False
+
+        async with session.post(f"{lb.admin_url}/backends/{name0}/restore") as resp:
+            assert (await resp.json())["drained"] is False
+        assert (await spread(40))["b0"] > 0
+        await asyncio.sleep(1.0)
+        row = next(r for r in lb.status()["backends"] if r["name"] == name0)
+        assert row["drained"] is False

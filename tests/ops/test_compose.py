@@ -33,9 +33,22 @@ FIXED_METRICS = {
     "lb_admission_rejected_total",
     "lb_admission_mode",
     "lb_admission_redis_errors_total",
+    # overload control (issue 14)
+    "lb_backend_concurrency_limit",
+    "lb_backend_min_rtt_seconds",
+    "lb_overload_queue_length",
+    "lb_overload_queue_delay_seconds",
+    "lb_overload_shed_total",
+    "lb_overload_admitted_total",
     "backend_http_requests_total",
     "backend_http_request_duration_seconds",
     "backend_bookings_total",
+    "backend_shard_up",
+    "backend_shard_unavailable_total",
+    # the lb's micro-cache (issue 10)
+    "lb_cache_requests_total",
+    "lb_cache_bytes",
+    "lb_cache_limit_bytes",
 }
 
 _ENV_READ = re.compile(
@@ -152,6 +165,22 @@ def test_backend_environment_is_production_shaped(compose):
         for url in [env["DATABASE_URL"], *env["SHARD_URLS"].split(",")]
     }
     assert hosts == {"db-default", "db-shard0", "db-shard1"} <= set(compose["services"])
+
+
+def test_postgres_asks_every_connection_for_a_scram_password(compose):
+    """No `trust`: the databases want the password (from the environment, never the file)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"(?im)^\s*POSTGRES_HOST_AUTH_METHOD:\s*trust", text)
+    databases = [s for s in compose["services"].values() if "postgres" in str(s.get("image"))]
+    assert len(databases) == 3
+    for service in databases:
+        env = service["environment"]
+        assert env["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
+        assert "--auth-host=scram-sha-256" in env["POSTGRES_INITDB_ARGS"]
+        assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    backend = compose["services"]["backend"]["environment"]
+    for url in [backend["DATABASE_URL"], *backend["SHARD_URLS"].split(",")]:
+        assert url.startswith("postgresql://tourbook:${POSTGRES_PASSWORD:?"), url
 
 
 def test_images_are_pinned(compose):

@@ -75,3 +75,81 @@ def test_discover_runs_the_lb_over_the_resolved_service_and_stops_it(tmp_path):
     finally:
         proc.kill()
         backend.shutdown()
+
+
+@pytest.mark.processes
+@pytest.mark.slow
+def test_scaling_out_and_in_updates_the_running_lb_live_under_load(tmp_path):
+    """The discovery path: the service gains an address, then loses one, while requests flow.
+
+    Two fake backends on one port at two loopback addresses stand for two replicas of a
+    compose service; the resolver is the test's, everything else is real processes.
+    """
+    import asyncio
+    import time
+
+    from ops.deploy.discover import Follower
+    from tests.lb.conftest import FakeBackend, start_lb
+    from tests.lb.load import admin_call, open_loop
+
+    port = free_port()
+    first = FakeBackend("first", port, tmp_path)
+    second = FakeBackend("second", port, tmp_path)
+    for backend, address in ((first, "127.0.0.2"), (second, "127.0.0.3")):
+        backend.url = f"http://{address}:{port}"
+        argv = python(
+            "-m", "tests.support.fake_backend", "--port", str(port), "--host", address,
+            "--name", backend.name, "--record", str(backend.record_path),
+        )  # fmt: skip
+        backend.process = Process(argv, log_path=backend.log_path).start()
+        backend.process.wait_http(f"{backend.url}/healthz")
+    token = "discover-test-token-0123456789"
+    lb = start_lb(
+        {
+            "LB_BACKENDS": first.url,
+            "LB_WORKERS": "2",
+            "LB_ADMIN_TOKEN": token,
+            "BUCKET_CAPACITY": "100000",
+            "LEAK_RATE": "100000",
+            "LB_HEALTH_INTERVAL": "0.5",
+        },
+        tmp_path / "lb.log",
+    )
+    found = ["127.0.0.2"]
+    follower = Follower("backend", port, lb.admin_url, token, lambda host, p: list(found))
+    follower.current = f"http://127.0.0.2:{port}"
+    moments: dict[str, float] = {}
+    try:
+
+        async def scenario():
+            load = asyncio.create_task(open_loop(lambda i: f"{lb.url}/s/{i}", rate=100, seconds=6))
+            await asyncio.sleep(1.5)
+            found.append("127.0.0.3")  # docker compose up --scale backend=2
+            moments["added"] = time.monotonic()
+            assert await asyncio.to_thread(follower.tick)
+            await asyncio.sleep(2.0)
+            found.remove("127.0.0.2")  # --scale backend=1 (this replica goes away)
+            moments["removed"] = time.monotonic()
+            assert await asyncio.to_thread(follower.tick)
+            return await load
+
+        results = asyncio.run(scenario())
+        # the replica that went away stops only after the lb stopped using it
+        first.stop()
+        assert [(r.index, r.error or r.status) for r in results if r.failed] == []
+        by_index = {r.index: r for r in results}
+
+        def sent_at(record: str) -> float:
+            return by_index[int(record.split()[1].rsplit("/", 1)[1])].sent
+
+        to_second = sorted(sent_at(line) for line in second.records() if "/s/" in line)
+        to_first = sorted(sent_at(line) for line in first.records() if "/s/" in line)
+        assert to_second and to_second[0] - moments["added"] < 0.5 + 0.5  # one interval + a tick
+        assert to_first and to_first[-1] < moments["removed"] + 1.0
+        assert [r for r in results if r.sent > moments["removed"] + 1.0]
+        _, status = admin_call(f"{lb.admin_url}/status")
+        assert [b["url"] for b in status["backends"]] == [second.url]
+    finally:
+        lb.process.stop(timeout=15)
+        first.stop()
+        second.stop()

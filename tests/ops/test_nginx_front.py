@@ -113,6 +113,34 @@ def test_tls_front_forwards_to_the_lb_with_the_client_address(front):
     assert seen["host"] == "localhost"
 
 
+def test_hsts_asks_browsers_for_https_for_a_year(front):
+    _, https_port = front
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=context, timeout=10)
+    conn.request("GET", "/api/tours/", headers={"Host": "localhost"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    hsts = response.getheader("Strict-Transport-Security", "")
+    max_age = int(re.search(r"max-age=(\d+)", hsts).group(1))
+    assert max_age >= 365 * 24 * 3600, hsts
+
+
+def test_the_development_key_is_readable_by_its_owner_only(tmp_path):
+    made = subprocess.run(
+        ["sh", str(ROOT / "ops/deploy/nginx/make-cert.sh")],
+        env={"CERT_DIR": str(tmp_path), "CERT_HOSTNAME": "localhost", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "tls.key").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tls.crt").stat().st_mode & 0o777 == 0o644
+
+
 def test_foreign_host_names_and_plain_http_do_not_reach_the_lb(front):
     http_port, https_port = front
     status, _ = https_get(https_port, "evil.example")

@@ -14,6 +14,6 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 30 \
     -addext "subjectAltName=DNS:$NAME,DNS:localhost,IP:127.0.0.1" \
     -keyout "$DIR/tls.key" -out "$DIR/tls.crt"
 chmod 0644 "$DIR/tls.crt"
-# nginx reads the key as its own user
-chmod 0644 "$DIR/tls.key"
+# the key for its owner only: nginx's master process (root) reads it before dropping privileges
+chmod 0600 "$DIR/tls.key"
 echo "certs: made a self-signed certificate for $NAME in $DIR (development only)"

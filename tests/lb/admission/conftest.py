@@ -10,7 +10,7 @@ import pytest
 
 from lb.admission.limiter import LocalLimiter
 from lb.admission.redis_limiter import RedisLimiter
-from lb.config import load_settings
+from lb.config import admission_options, load_settings
 from ops.servers import RedisServer, create_redis_cluster
 
 
@@ -32,7 +32,7 @@ def redis_limiter(url: str, *, cluster: bool = False, timeout: str = "1") -> Red
     """A RedisLimiter built the way the lb builds it, from settings."""
     env = {"REDIS_URL": url, "LB_REDIS_CLUSTER": "1" if cluster else "0"}
     env["LB_REDIS_TIMEOUT"] = timeout
-    return RedisLimiter.from_settings(load_settings(env))
+    return RedisLimiter.from_options(admission_options(load_settings(env)))
 
 
 @pytest.fixture(

@@ -17,13 +17,17 @@ def test_burst_admits_exactly_capacity_and_rejects_change_nothing() -> None:
     assert not meter.check(1.0, 5, 1.0).allowed
 
 
-def test_remaining_counts_down_and_reset_says_when_one_more_fits() -> None:
+def test_remaining_counts_down_and_reset_says_when_the_whole_quota_is_back() -> None:
     meter = Meter(0.0, 0.0)
-    remaining = [meter.check(0.0, 5, 1.0).remaining for _ in range(5)]
-    assert remaining == [4, 3, 2, 1, 0]
-    assert meter.check(0.0, 5, 1.0).reset == 1
+    decisions = [meter.check(0.0, 5, 1.0) for _ in range(5)]
+    assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0]
+    # draft-11 `t`: seconds until the bucket has drained empty (level n at 1/s: n s)
+    assert [d.reset for d in decisions] == [1, 2, 3, 4, 5]
+    assert meter.check(0.0, 5, 1.0).reset == 5
     rejected = meter.check(0.0, 5, 1.0)
     assert (rejected.allowed, rejected.remaining, rejected.retry_after) == (False, 0, 1)
+    later = Meter(5.0, 0.0).check(2.5, 5, 1.0)  # 2.5 left + the one admitted: 3.5 s -> 4
+    assert (later.allowed, later.reset) == (True, 4)
 
 
 def test_retry_after_is_the_ceiling_of_the_real_wait_and_at_least_one() -> None:
@@ -77,9 +81,10 @@ def test_clock_going_backwards_does_not_refill() -> None:
 
 def test_decide_describes_admitted_and_rejected_levels() -> None:
     admitted = decide(True, 1.0, 5, 1.0)
-    assert (admitted.remaining, admitted.reset, admitted.wait) == (4, 0, 0.0)
+    assert (admitted.remaining, admitted.reset, admitted.wait) == (4, 1, 0.0)
+    assert decide(True, 0.0, 5, 1.0).reset == 0  # empty: the whole quota is there
     full = decide(True, 5.0, 5, 2.0)
-    assert (full.remaining, full.reset) == (0, 1)
+    assert (full.remaining, full.reset) == (0, 3)
     rejected = decide(False, 4.5, 5, 1.0)
     assert (rejected.remaining, rejected.retry_after) == (0, 1)
     assert rejected.wait == pytest.approx(0.5)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lb.admission.service import Admission, build_admission
-from lb.config import load_settings
+from lb.config import admission_options, load_settings
 from ops.servers import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -46,7 +46,7 @@ async def admission_for() -> AsyncIterator[Callable[..., object]]:
             "LB_REDIS_TIMEOUT": "0.05",
         }
         registry = CollectorRegistry()
-        admission = build_admission(load_settings(env), registry)
+        admission = build_admission(admission_options(load_settings(env)), registry)
         await admission.start()
         made.append(admission)
         return admission, registry

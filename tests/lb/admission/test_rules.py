@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import pytest
 
-from lb.admission.rules import Rule, RuleError, RuleSet, parse_rule, parse_rules
-from lb.config import ConfigError, default_rule, load_settings
+from lb.admission.rules import (
+    Rule,
+    RuleError,
+    RuleSet,
+    default_rule,
+    format_rules,
+    parse_rule,
+    parse_rules,
+)
+from lb.config import ConfigError, load_settings
 
 
-def test_default_rules_are_the_register_rule() -> None:
+def test_default_rules_are_the_register_and_the_login_rule() -> None:
     settings = load_settings({})
-    (register,) = settings.rate_rules
+    register, login = settings.rate_rules
+    # logins: a burst of 5, then one every 2 s per client (password guessing is slow)
+    assert (login.method, login.prefix, login.capacity, login.rate) == (
+        "POST",
+        "/api/auth/token/",
+        5,
+        0.5,
+    )
+    assert login.policy == '"POST /api/auth/token/";q=5;w=10'
     assert (register.method, register.prefix, register.capacity, register.rate) == (
         "POST",
         "/api/auth/register/",
@@ -18,8 +34,16 @@ def test_default_rules_are_the_register_rule() -> None:
         1.0,
     )
     assert register.policy == '"POST /api/auth/register/";q=2;w=2'
-    assert default_rule(settings) == Rule("default", 20, 10.0)
-    assert default_rule(settings).policy == '"default";q=20;w=2'
+    default = default_rule(settings.bucket_capacity, settings.leak_rate)
+    assert default == Rule("default", 20, 10.0)
+    assert default.policy == '"default";q=20;w=2'
+
+
+def test_rules_print_back_in_the_environment_grammar() -> None:
+    rules = parse_rules("POST /api/auth/register/=2/1; * /api/=50/0.25; GET /x=3/0.1234567891")
+    text = format_rules(rules)
+    assert text == "POST /api/auth/register/=2/1; * /api/=50/0.25; GET /x=3/0.1234567891"
+    assert parse_rules(text) == rules
 
 
 def test_parse_several_rules_with_spaces_and_case() -> None:

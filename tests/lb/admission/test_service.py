@@ -9,13 +9,13 @@ from prometheus_client import CollectorRegistry
 
 from lb.admission.limiter import LocalLimiter
 from lb.admission.service import Admission, build_admission
-from lb.config import load_settings
+from lb.config import admission_options, load_settings
 from tests.support.clock import FakeClock
 
 
 def make(env: dict[str, str], clock: FakeClock) -> tuple[Admission, CollectorRegistry]:
     registry = CollectorRegistry()
-    return build_admission(load_settings(env), registry, clock=clock), registry
+    return build_admission(admission_options(load_settings(env)), registry, clock=clock), registry
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -52,15 +52,16 @@ async def test_ratelimit_headers_on_admitted_and_rejected() -> None:
     first = await admission.check("GET", "/", "c")
     assert first.headers == (
         ("RateLimit-Policy", '"default";q=5;w=5'),
-        ("RateLimit", '"default";r=4;t=0'),
+        ("RateLimit", '"default";r=4;t=1'),
     )
     for _ in range(4):
         last = await admission.check("GET", "/", "c")
-    assert dict(last.headers)["RateLimit"] == '"default";r=0;t=1'
+    # t: seconds until the bucket has drained empty (5 units at 1/s)
+    assert dict(last.headers)["RateLimit"] == '"default";r=0;t=5'
     rejected = await admission.check("GET", "/", "c")
     assert rejected.headers == (
         ("RateLimit-Policy", '"default";q=5;w=5'),
-        ("RateLimit", '"default";r=0;t=1'),
+        ("RateLimit", '"default";r=0;t=5'),
         ("Retry-After", "1"),
     )
 
@@ -103,7 +104,7 @@ async def test_dry_run_rejects_nothing_but_counts_and_logs(
         verdicts = [await admission.check("GET", "/x", "10.9.9.9") for _ in range(20)]
     assert all(v.allowed for v in verdicts)
     assert all("Retry-After" not in dict(v.headers) for v in verdicts)
-    assert dict(verdicts[-1].headers)["RateLimit"] == '"default";r=0;t=1'
+    assert dict(verdicts[-1].headers)["RateLimit"] == '"default";r=0;t=5'
     assert sample(registry, "lb_admission_rejected_total", rule="default", dry_run="1") == 15
     assert sample(registry, "lb_admission_rejected_total", rule="default", dry_run="0") == 0
     lines = [r.getMessage() for r in caplog.records if "would reject" in r.getMessage()]
@@ -130,6 +131,7 @@ async def test_status_describes_mode_and_rules() -> None:
     assert {r["name"]: (r["capacity"], r["rate"]) for r in status["rules"]} == {
         "default": (5, 1.0),
         "POST /api/auth/register/": (2, 1.0),
+        "POST /api/auth/token/": (5, 0.5),
     }
     assert sample(registry, "lb_admission_mode", mode="local") == 1
     assert sample(registry, "lb_admission_mode", mode="redis") == 0

@@ -32,7 +32,8 @@ async def test_burst_admits_exactly_capacity_then_recovers(store: Store) -> None
     decisions = await burst(store, rule, key, 20)
     assert sum(d.allowed for d in decisions) == 5
     assert all(d.retry_after == 1 for d in decisions if not d.allowed)
-    assert all(d.remaining == 0 and d.reset == 1 for d in decisions if not d.allowed)
+    # full: 5 units at 1/s, so the whole quota is back in 5 s (draft-11 `t`)
+    assert all(d.remaining == 0 and d.reset == 5 for d in decisions if not d.allowed)
     await asyncio.sleep(1.05)  # Retry-After seconds later
     assert (await store.check(rule, key)).allowed
     assert not (await store.check(rule, key)).allowed

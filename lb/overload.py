@@ -1,0 +1,323 @@
+"""Overload control: per-backend adaptive concurrency limits, a bounded priority wait, fast shedding.
+
+`Admitter.acquire(klass)` returns a backend with a free slot under its adaptive limit
+(`lb/upstream/limit.py`), or waits in the lb for one, or raises `Overloaded` (503
+`overloaded` + `Retry-After`). The wait is judged by sojourn time, CoDel style, not by
+queue length:
+
+* While the queue empties now and then, a waiter may wait up to `queue_delay` (FIFO).
+* Once the queue has been non-empty for a whole `queue_delay`, or a request had to be shed
+  (a *standing* queue: arrivals outrun the backends; the verdict lasts while shedding goes
+  on and ten queue delays after), waiting only adds latency: waiters of the normal and low classes
+  are then served newest first (adaptive LIFO: the newest still have a chance to be
+  answered well) and anyone who waited longer than `target` (a tenth of `queue_delay`)
+  is shed. So shed answers take milliseconds, and admitted requests carry little lb queue.
+* Priorities: a freed slot goes to the most important class waiting; `low` waits half as
+  long as `normal`; `critical` always waits up to `queue_delay`, FIFO; and a share of the
+  total limit (`critical_reserve`) is kept for the critical class: the others may not fill
+  the last slots.
+
+A slot is the pool's own reservation (`Pool.pick()` counts the backend's outstanding
+requests; `Pool.finish()` frees it), so health checks, which do not go through the pool,
+never wait behind a limit, and the time spent in this queue is never part of a backend's
+measured latency, its ejection or its breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any, Final
+
+from lb.errors import Overloaded
+from lb.logsummary import LogSummary
+from lb.priority import CLASSES, CRITICAL, LOW, Classifier
+from lb.upstream.backend import Backend, Outcome
+from lb.upstream.limit import GradientLimit
+from lb.upstream.pool import Pool, eligible
+
+Clock = Callable[[], float]
+log = logging.getLogger("lb.overload")
+
+MAX_WAITING: Final = 2048  # a hard bound on waiters per process, whatever the delays say
+RATE_PERIOD: Final = 0.5  # seconds over which drain and shed rates are sampled
+RATE_SMOOTHING: Final = 0.4
+MAX_RETRY_AFTER: Final = 30
+STANDING_HOLD: Final = 10  # queue delays a standing verdict lasts after the last shed
+
+
+class _Waiter:
+    __slots__ = ("enqueued", "future", "klass", "tried")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Backend | None],
+        klass: str,
+        tried: Collection[Backend],
+        enqueued: float,
+    ) -> None:
+        self.future, self.klass, self.tried, self.enqueued = future, klass, tried, enqueued
+
+
+class _Rate:
+    """Events per second, smoothed over RATE_PERIOD samples."""
+
+    __slots__ = ("_count", "_since", "per_second")
+
+    def __init__(self, now: float) -> None:
+        self._count = 0
+        self._since = now
+        self.per_second = 0.0
+
+    def add(self, now: float, n: int = 1) -> None:
+        self._count += n
+        self.tick(now)
+
+    def tick(self, now: float) -> None:
+        elapsed = now - self._since
+        if elapsed >= RATE_PERIOD:
+            rate = self._count / elapsed
+            self.per_second += RATE_SMOOTHING * (rate - self.per_second)
+            self._count = 0
+            self._since = now
+
+
+class Admitter:
+    """Slots on the pool's backends under adaptive limits, a bounded wait, shedding by class."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        classifier: Classifier,
+        clock: Clock,
+        rng: random.Random,
+        floor: int,
+        ceiling: int,
+        queue_delay: float,
+        critical_reserve: float,
+        on_shed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.classifier = classifier
+        self._clock = clock
+        self._rng = rng
+        self.queue_delay = queue_delay
+        self.target = max(0.002, queue_delay / 10)
+        self.critical_reserve = critical_reserve
+        self.limits: dict[Backend, GradientLimit] = {
+            b: GradientLimit(clock=clock, rng=rng, floor=floor, ceiling=ceiling)
+            for b in pool.backends
+        }
+        self._queues: dict[str, deque[_Waiter]] = {k: deque() for k in CLASSES}
+        self.waiting = 0
+        self._busy_since: float | None = None  # when the queue last became non-empty
+        self._standing_until = 0.0  # a standing queue stays "standing" this long after
+        now = clock()
+        self.drain = _Rate(now)
+        self._shed_rate = _Rate(now)
+        self.admitted: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self.shed: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        self.last_delay = 0.0  # sojourn of the last waiter that got a slot
+        self.max_delay = 0.0  # longest sojourn since the last snapshot
+        self._on_shed = on_shed
+        self.logs = LogSummary(log, clock=clock)  # one line per class per interval
+        pool.on_finish = self._finished
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def classify(self, method: str, path: str) -> str:
+        return self.classifier.classify(method, path)
+
+    async def acquire(self, klass: str, tried: Collection[Backend] = ()) -> Backend | None:
+        """A backend with a slot reserved for this attempt; `Pool.finish()` frees it.
+        None: no eligible backend at all (the caller answers no_backend). Raises Overloaded
+        when every eligible backend stays at its limit for longer than this class may wait."""
+        backend = self._take(klass, tried)
+        if backend is not None:
+            self.admitted[klass] += 1
+            return backend
+        if not any(eligible(b) and b not in tried for b in self.pool.backends):
+            return None
+        now = self._clock()
+        standing = self._standing(now)
+        wait = self._patience(klass, standing)
+        if self.waiting >= MAX_WAITING:
+            raise self._shed(klass, now)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), klass, tried, now)
+        self._queues[klass].append(waiter)
+        self.waiting += 1
+        if self._busy_since is None:
+            self._busy_since = now
+        timer = loop.call_later(wait, self._expire, waiter)
+        try:
+            backend = await waiter.future
+        except asyncio.CancelledError:  # the client went away while waiting
+            future = waiter.future
+            if future.cancelled():
+                self._gone(waiter)  # still counted as waiting: it leaves the count now
+            elif (granted := future.result()) is not None:
+                self.pool.finish(granted, Outcome.CANCELLED)  # the slot it was handed
+            raise
+        finally:
+            timer.cancel()
+        if backend is None:
+            raise self._shed(klass, self._clock())
+        self.admitted[klass] += 1
+        return backend
+
+    def sample(self, backend: Backend, seconds: float) -> None:
+        """The latency of one attempt on `backend`: request sent to response head."""
+        limit = self.limits.get(backend)
+        if limit is not None:
+            limit.sample(seconds, backend.outstanding)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def _take(self, klass: str, tried: Collection[Backend]) -> Backend | None:
+        pool = self.pool
+        limits = self.limits
+        total = 0
+        full: list[Backend] = list(tried)
+        for b in pool.backends:
+            limit = limits[b].limit
+            if eligible(b):
+                total += limit
+            if b.outstanding >= limit:
+                full.append(b)
+        if klass != CRITICAL and self.critical_reserve > 0:
+            reserved = round(total * self.critical_reserve)
+            if pool.in_flight >= total - reserved:
+                return None
+        backend = pool.pick(full) if full else pool.pick()
+        if backend is not None:
+            limits[backend].in_flight(backend.outstanding)
+        return backend
+
+    def _standing(self, now: float) -> bool:
+        """The queue has not emptied for a whole queue_delay (CoDel's "above target for an
+        interval"); it stays so for another queue_delay after that, so the brief moments
+        the queue empties under overload do not reset the verdict."""
+        since = self._busy_since
+        if since is not None and now - since >= self.queue_delay:
+            self._standing_until = now + self.queue_delay
+            return True
+        return now < self._standing_until
+
+    def _patience(self, klass: str, standing: bool) -> float:
+        if klass == CRITICAL or not standing:
+            return self.queue_delay / 2 if klass == LOW else self.queue_delay
+        return self.target / 2 if klass == LOW else self.target
+
+    def _shed(self, klass: str, now: float) -> Overloaded:
+        # a shed means demand outran the backends for a whole patience: the queue is
+        # standing, and stays so while shedding goes on (waiting longer would only add delay)
+        self._standing_until = max(self._standing_until, now + STANDING_HOLD * self.queue_delay)
+        self.shed[klass] += 1
+        self.logs.warning(
+            klass, "overload: shedding %s requests (%d shed so far)", klass, self.shed[klass]
+        )
+        self._shed_rate.add(now)
+        if self._on_shed is not None:
+            self._on_shed(klass)
+        return Overloaded(retry_after=self.retry_after(now))
+
+    def retry_after(self, now: float) -> int:
+        """Whole seconds for Retry-After: how long the excess now being shed would take the
+        backends to drain at their measured rate, jittered up to twice that, so the clients
+        told to come back do not come back together."""
+        self.drain.tick(now)
+        self._shed_rate.tick(now)
+        drain = max(self.drain.per_second, 1.0)
+        base = max(1, math.ceil(self._shed_rate.per_second / drain))
+        return min(MAX_RETRY_AFTER, base + self._rng.randint(0, base))
+
+    # -- slots freed -----------------------------------------------------------------------
+
+    def _finished(self, backend: Backend, outcome: Outcome) -> None:
+        now = self._clock()
+        if outcome is Outcome.TIMEOUT:
+            limit = self.limits.get(backend)
+            if limit is not None:
+                limit.drop()
+        elif outcome is not Outcome.CANCELLED:
+            self.drain.add(now)
+        if self.waiting:
+            self._dispatch(now)
+
+    def _dispatch(self, now: float) -> None:
+        standing = self._standing(now)
+        if standing:
+            self._shed_stale(now)
+        for klass in CLASSES:
+            queue = self._queues[klass]
+            lifo = standing and klass != CRITICAL
+            while queue:
+                waiter = queue[-1] if lifo else queue[0]
+                if waiter.future.done():  # expired or cancelled: lazily removed here
+                    queue.pop() if lifo else queue.popleft()
+                    continue
+                backend = self._take(klass, waiter.tried)
+                if backend is None:
+                    return  # no slot for this class: the less important ones get none either
+                queue.pop() if lifo else queue.popleft()
+                self._served(waiter, now)
+                waiter.future.set_result(backend)
+
+    def _shed_stale(self, now: float) -> None:
+        """A standing queue: shed the normal and low waiters older than their patience."""
+        for klass in CLASSES[1:]:
+            queue = self._queues[klass]
+            patience = self._patience(klass, True)
+            while queue and (queue[0].future.done() or now - queue[0].enqueued > patience):
+                waiter = queue.popleft()
+                if not waiter.future.done():
+                    self._gone(waiter)
+                    waiter.future.set_result(None)
+
+    def _served(self, waiter: _Waiter, now: float) -> None:
+        delay = now - waiter.enqueued
+        self.last_delay = delay
+        if delay > self.max_delay:
+            self.max_delay = delay
+        self._gone(waiter)
+
+    def _gone(self, waiter: _Waiter) -> None:
+        self.waiting -= 1
+        if not self.waiting:
+            self._busy_since = None
+
+    def _expire(self, waiter: _Waiter) -> None:
+        if not waiter.future.done():
+            self._gone(waiter)
+            waiter.future.set_result(None)
+
+    # -- observability ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's overload state for /status (JSON-serialisable)."""
+        now = self._clock()
+        self.drain.tick(now)
+        self._shed_rate.tick(now)
+        backends = []
+        for b, limit in self.limits.items():
+            row: dict[str, Any] = {"name": b.name, "in_flight": b.outstanding}
+            row.update(limit.snapshot())
+            backends.append(row)
+        max_delay, self.max_delay = self.max_delay, 0.0
+        return {
+            "queue_length": self.waiting,
+            "queue_delay_ms": round(self.last_delay * 1000, 2),
+            "queue_delay_max_ms": round(max_delay * 1000, 2),
+            "standing_queue": self._standing(now),
+            "drain_per_second": round(self.drain.per_second, 1),
+            "shed_per_second": round(self._shed_rate.per_second, 1),
+            "admitted": dict(self.admitted),
+            "shed": dict(self.shed),
+            "backends": backends,
+        }

@@ -1,0 +1,224 @@
+"""Adaptive concurrency limit of one backend: a gradient controller on measured latency (pure).
+
+The shape is Envoy's `adaptive_concurrency` gradient controller, with Netflix
+concurrency-limits' habits where they help a small fleet:
+
+* **minRTT** is the latency of the backend when nothing queues in it. It is measured by a
+  *probe*: for a moment the limit drops to the floor and the p50 of the next
+  `probe_samples` answers sent at that concurrency becomes minRTT. A fresh limit starts
+  at the ceiling with the first window's latency as its guess, and probes after a fifth of
+  the interval. Probes repeat every `probe_interval` seconds
+  (jittered, so the lb processes do not probe in step), because a backend's idle latency
+  changes (deploys, data growth, a noisy neighbour).
+* **sampleRTT** is the p50 of the answers in the last sample window (`window` seconds).
+* Each window: `gradient = clamp(minRTT * (1 + buffer) / sampleRTT, 0.5, 2)` and
+  `limit = limit * gradient + sqrt(limit)`, between `floor` and `ceiling`. When sampleRTT
+  grows, requests are queueing inside the backend: the gradient falls below 1 and the
+  limit shrinks towards the backend's real concurrency; the square-root headroom keeps a
+  small queue there so it never idles between answers.
+* A window in which in-flight never came near the limit does not raise it (the limit
+  would otherwise grow without bound while idle: Netflix's "app-limited" rule), and moves
+  it towards twice the in-flight actually used.
+* A timeout is a drop: the limit backs off by 10% (AIMD's decrease).
+* A window faster than minRTT pulls minRTT down a fifth of the way: a probe that ran while
+  the host was busy (replicas sharing cores) must not leave the limit inflated until the
+  next probe.
+
+Latencies are measured by the proxy from sending the request to the response head, so the
+time a request waited in the lb's own queue never counts. Time comes from `clock`,
+randomness from `rng`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Final
+
+Clock = Callable[[], float]
+
+MIN_GRADIENT: Final = 0.5
+MAX_GRADIENT: Final = 2.0
+DROP_BACKOFF: Final = 0.9
+SMOOTHING: Final = 0.5  # share of a computed change applied at once (Gradient2's smoothing)
+WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
+MIN_WINDOW_SAMPLES: Final = 5
+MIN_RTT_SMOOTHING: Final = 0.2
+MAX_MIN_RTT_RISE: Final = 1.5
+FIRST_PROBE: Final = 0.2  # the first probe comes after this share of the probe interval
+PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+class GradientLimit:
+    """The concurrency limit of one backend. `sample()` each measured latency, `drop()` on a
+    timeout; read `limit` (a whole number between floor and ceiling) before sending."""
+
+    __slots__ = (
+        "_clock",
+        "_max_in_flight",
+        "_next_probe",
+        "_probe",
+        "_rng",
+        "_samples",
+        "_saved",
+        "_window_end",
+        "buffer",
+        "ceiling",
+        "estimate",
+        "floor",
+        "min_rtt",
+        "probe_interval",
+        "probe_samples",
+        "sample_rtt",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        floor: int,
+        ceiling: int,
+        window: float = 0.1,
+        probe_interval: float = 30.0,
+        probe_samples: int = 20,
+        buffer: float = 0.25,
+    ) -> None:
+        if not 1 <= floor <= ceiling:
+            raise ValueError("need 1 <= floor <= ceiling")
+        self._clock = clock
+        self._rng = rng
+        self.floor, self.ceiling = floor, ceiling
+        self.window = window
+        self.probe_interval = probe_interval
+        self.probe_samples = probe_samples
+        self.buffer = buffer
+        # A fresh lb knows nothing of its backends: it starts open (the ceiling), takes the
+        # first window's latency as minRTT, and probes properly soon after. Starting at the
+        # floor instead would shed a burst that arrives before any answer came back.
+        self.estimate = float(ceiling)  # the limit as a real number
+        self.min_rtt = 0.0  # 0: not measured yet
+        self.sample_rtt = 0.0
+        self._samples: list[float] = []
+        self._max_in_flight = 0
+        self._window_end = clock() + window
+        self._probe = False
+        self._saved = float(ceiling)  # the limit to return to after a probe
+        jitter = 1 + rng.uniform(-PROBE_JITTER, PROBE_JITTER)
+        self._next_probe = clock() + FIRST_PROBE * probe_interval * jitter
+
+    @property
+    def limit(self) -> int:
+        """Requests this backend may have in flight now."""
+        if self._probe:
+            return self.floor
+        return max(self.floor, min(self.ceiling, int(self.estimate)))
+
+    @property
+    def probing(self) -> bool:
+        return self._probe
+
+    def in_flight(self, count: int) -> None:
+        """Tell the limit how many requests are in flight (at each send)."""
+        if count > self._max_in_flight:
+            self._max_in_flight = count
+
+    def sample(self, seconds: float, in_flight: int = 0) -> None:
+        """One measured latency (request sent to response head, seconds), and how many
+        requests were in flight on the backend while it ran."""
+        now = self._clock()
+        if self._probe:
+            # only answers that ran at the floor's concurrency tell the unloaded latency
+            if in_flight <= self.floor:
+                self._samples.append(seconds)
+                if len(self._samples) >= self.probe_samples:
+                    self._end_probe(now)
+            return
+        self._samples.append(seconds)
+        if now >= self._window_end:
+            self._update(now)
+
+    def drop(self) -> None:
+        """A request timed out at the backend: back off multiplicatively."""
+        if not self._probe:
+            self.estimate = max(float(self.floor), self.estimate * DROP_BACKOFF)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _update(self, now: float) -> None:
+        samples, self._samples = self._samples, []
+        busy = self._max_in_flight
+        self._max_in_flight = 0
+        # a window spans a few round trips: the answers in it must be to requests sent
+        # under the limit it is judging, or the controller chases its own lag and swings
+        self._window_end = now + max(self.window, WINDOW_RTTS * self.min_rtt)
+        if now >= self._next_probe:
+            self._start_probe()
+            return
+        if len(samples) < MIN_WINDOW_SAMPLES:
+            self._samples = samples  # too few answers to judge: keep collecting
+            return
+        self.sample_rtt = median(samples)
+        if self.min_rtt <= 0:
+            self.min_rtt = self.sample_rtt  # the first window: a first guess until the probe
+            return
+        if self.sample_rtt < self.min_rtt:
+            # faster than the probe said: the probe ran while something else (a neighbour
+            # on the host, the other replicas) slowed the backend. Move towards the better
+            # figure, a step at a time: one lucky window of cheap requests is not the rule
+            self.min_rtt += MIN_RTT_SMOOTHING * (self.sample_rtt - self.min_rtt)
+        limit = self.estimate
+        if self.sample_rtt <= 0:
+            gradient = MAX_GRADIENT
+        else:
+            gradient = self.min_rtt * (1 + self.buffer) / self.sample_rtt
+            gradient = min(MAX_GRADIENT, max(MIN_GRADIENT, gradient))
+        new = limit * gradient + math.sqrt(limit)
+        if busy < limit / 2:
+            # app-limited: too little traffic to learn that more would be fine, and a limit
+            # far above what is used protects nothing (a fresh limit starts at the ceiling):
+            # keep it within twice the use; the gradient grows it again when traffic comes
+            new = min(new, limit, max(float(self.floor), 2.0 * busy))
+        new = limit + SMOOTHING * (new - limit)
+        self.estimate = min(float(self.ceiling), max(float(self.floor), new))
+
+    def _start_probe(self) -> None:
+        self._saved = self.estimate
+        self._probe = True
+        self._samples = []
+
+    def _end_probe(self, now: float) -> None:
+        measured = median(self._samples)
+        if self.min_rtt > 0:
+            # a probe can raise minRTT by half at most: one taken while the host's cores
+            # were busy with the other replicas would otherwise inflate every limit until
+            # the next probe; a backend that really got slower is followed probe by probe
+            measured = min(measured, self.min_rtt * MAX_MIN_RTT_RISE)
+        self.min_rtt = measured
+        self._samples = []
+        self._probe = False
+        # half the limit from before the probe: growth is quick when there is room (the
+        # gradient may double it each window), and a limit that had crept up does not
+        # return whole into a backend that got slower
+        self.estimate = max(self._saved / 2, float(self.floor))
+        jitter = self._rng.uniform(-PROBE_JITTER, PROBE_JITTER)
+        self._next_probe = now + self.probe_interval * (1 + jitter)
+        self._window_end = now + self.window
+        self._max_in_flight = 0
+
+    def snapshot(self) -> dict[str, float | int | bool]:
+        return {
+            "limit": self.limit,
+            "min_rtt_ms": round(self.min_rtt * 1000, 2),
+            "sample_rtt_ms": round(self.sample_rtt * 1000, 2),
+            "probing": self._probe,
+        }

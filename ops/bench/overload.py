@@ -1,0 +1,446 @@
+"""`python -m ops.bench overload`: the stack past its capacity, the lb next to HAProxy.
+
+Starts throwaway PostgreSQL servers (default + 2 shards) and Redis, gunicorn replicas of
+the backend (1 worker x 8 threads each, as `ops up` runs them), seeds tours and users with
+tokens, then, for each proxy in front of the same replicas:
+
+  lb        `python -m lb` (Redis buckets, LB_TRUSTED_PROXIES=127.0.0.1/32), no tuning
+  haproxy   HAProxy with the usual hand-tuned protection: `maxconn` per server + `timeout queue`
+
+measures capacity (closed loop, 64 in flight, browse), then offers an open-loop mix at
+0.8x, 1.5x, 3x and 10x that capacity: browse (list, detail, search) plus a checkout share
+(book a hot tour, then pay it, with pre-created users), each request from one of thousands
+of client addresses (X-Forwarded-For). Per run it prints offered and goodput, admitted
+p50/p95/p99 per class, shed answers (count, p99), other 5xx, replicas marked unhealthy or
+ejected, the proxy's memory, how many held bookings were paid, and the audit
+(`loadtest.verify`). Everything it starts is stopped at the end, by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ops.bench.bookings import Bench as StackBench
+from ops.bench.bookings import seed
+from ops.bench.common import Bench, launch_lb
+from ops.bench.load import cpu_seconds
+from ops.bench.openloop import open_loop, percentile
+from ops.servers import RedisServer, free_port
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+)
+FACTORS = (0.8, 1.5, 3.0, 10.0)
+CLIENTS = 5000  # distinct client addresses presented through X-Forwarded-For
+
+
+@dataclass
+class Run:
+    proxy: str
+    factor: float
+    offered: float = 0.0
+    seconds: float = 0.0
+    latencies: dict[str, list[float]] = field(
+        default_factory=lambda: {"browse": [], "checkout": []}
+    )
+    shed: list[float] = field(default_factory=list)
+    other_5xx: dict[int, int] = field(default_factory=dict)
+    other: int = 0
+    booked: int = 0
+    paid: int = 0
+    unhealthy: str = "-"
+    memory_mb: float = 0.0
+    audit: str = "-"
+
+    @property
+    def goodput(self) -> float:
+        done = sum(len(v) for v in self.latencies.values())
+        return done / self.seconds if self.seconds else 0.0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench overload", description=__doc__)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=12.0, help="length of each run")
+    parser.add_argument("--checkout", type=float, default=0.1, help="share of checkout arrivals")
+    parser.add_argument("--factors", default=",".join(str(f) for f in FACTORS))
+    parser.add_argument("--proxies", default="lb,haproxy")
+    parser.add_argument(
+        "--lb-workers",
+        type=int,
+        default=2,
+        help="lb processes (HAProxy runs one thread per CPU by default: the same share)",
+    )
+    parser.add_argument("--haproxy-maxconn", type=int, default=3)
+    parser.add_argument("--haproxy-queue-ms", type=int, default=100)
+    return parser.parse_args(argv)
+
+
+# -- the proxies --------------------------------------------------------------------------------
+
+
+def start_haproxy(b: Bench, backends: list[int], maxconn: int, queue_ms: int) -> tuple[int, int]:
+    """HAProxy as an SRE would set it up by hand; returns (port, pid)."""
+    assert HAPROXY is not None
+    port, stats = free_port(), free_port()
+    servers = "\n".join(
+        f"    server r{i} 127.0.0.1:{p} maxconn {maxconn} check inter 2s fall 2 rise 2"
+        for i, p in enumerate(backends)
+    )
+    conf = b.dir / "haproxy.cfg"
+    conf.write_text(
+        f"""global
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 30s
+    timeout queue {queue_ms}ms
+    option http-keep-alive
+frontend public
+    bind 127.0.0.1:{port}
+    default_backend replicas
+frontend stats
+    bind 127.0.0.1:{stats}
+    stats enable
+    stats uri /stats
+backend replicas
+    balance leastconn
+    option httpchk GET /healthz
+{servers}
+"""
+    )
+    proc = b.start("haproxy", [HAPROXY, "-f", str(conf), "-db"], port)
+    return port, proc.pid
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of `pid` and its children, MiB."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total / 1024
+
+
+def lb_status(admin: int) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin}/status", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+def haproxy_down(stats_url: str) -> str:
+    try:
+        with urllib.request.urlopen(stats_url + ";csv", timeout=5) as resp:
+            rows = resp.read().decode().splitlines()
+    except OSError:
+        return "?"
+    head = rows[0].lstrip("# ").split(",")
+    status = head.index("status")
+    down = [
+        r.split(",")[1]
+        for r in rows[1:]
+        if r.startswith("replicas,") and "DOWN" in r.split(",")[status]
+    ]
+    return str(len(down))
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+class Client:
+    """The open-loop mix against one proxy."""
+
+    def __init__(self, base: str, seeded: dict[str, Any], checkout: float) -> None:
+        self.base = base
+        self.tokens: list[str] = list(seeded["tokens"])
+        self.hot: list[str] = seeded["tours"][:3]
+        self.tours: list[str] = seeded["tours"]
+        self.checkout = checkout
+        self.rng = random.Random(7)
+        self.session: Any = None
+
+    def ip(self, i: int) -> str:
+        return f"10.{(i % CLIENTS) // 250}.{(i % CLIENTS) % 250}.{1 + i % 200}"
+
+    async def request(
+        self,
+        run: Run,
+        klass: str,
+        method: str,
+        path: str,
+        i: int,
+        token: str = "",
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, Any, str | None]:
+        import aiohttp
+
+        headers = {"X-Forwarded-For": self.ip(i), "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        started = time.monotonic()
+        try:
+            async with self.session.request(
+                method, self.base + path, headers=headers, json=body
+            ) as resp:
+                data = await resp.read()
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            run.other += 1
+            return 0, None, None
+        seconds = time.monotonic() - started
+        payload: Any = None
+        if data[:1] == b"{":
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                payload = None
+        code = payload.get("code") if isinstance(payload, dict) else None
+        if 200 <= status < 300:
+            run.latencies[klass].append(seconds)
+        elif status == 503 and code in ("overloaded", None):
+            run.shed.append(seconds)  # the lb's 503 overloaded; HAProxy's queue timeout (HTML)
+        elif status >= 500:
+            run.other_5xx[status] = run.other_5xx.get(status, 0) + 1
+        elif status not in (409, 429):
+            run.other += 1
+        return status, payload, retry_after
+
+    async def arrival(self, run: Run, i: int) -> None:
+        if self.tokens and self.rng.random() < self.checkout:
+            token = self.tokens.pop()
+            tour = self.rng.choice(self.hot)
+            status, booking, _ = await self.request(
+                run, "checkout", "POST", "/api/bookings/", i, token, {"tour": tour, "seats": 1}
+            )
+            if status != 201 or not isinstance(booking, dict):
+                return
+            run.booked += 1
+            for _attempt in range(3):  # a user holding a booking insists on paying it
+                status, _, retry_after = await self.request(
+                    run,
+                    "checkout",
+                    "POST",
+                    f"/api/bookings/{booking['id']}/pay/",
+                    i,
+                    token,
+                    {"card_number": "4242 4242 4242 4242"},
+                )
+                if status == 200:
+                    run.paid += 1
+                    return
+                if status not in (503, 429):
+                    return
+                await asyncio.sleep(min(2.0, float(retry_after or 1)))
+            return
+        roll = self.rng.random()
+        if roll < 0.4:
+            await self.request(run, "browse", "GET", "/api/tours/", i)
+        elif roll < 0.6:
+            await self.request(run, "browse", "GET", "/api/tours/?search=bench", i)
+        else:
+            await self.request(
+                run, "browse", "GET", f"/api/tours/{self.rng.choice(self.tours)}/", i
+            )
+
+    async def closed_loop(self, seconds: float, concurrency: int = 64) -> float:
+        """Browse capacity: answered 2xx per second with `concurrency` in flight."""
+        import aiohttp
+
+        run = Run("capacity", 0)
+        stop = time.monotonic() + seconds
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as self.session:
+
+            async def user(u: int) -> None:
+                n = 0
+                while time.monotonic() < stop:
+                    n += 1
+                    await self.request(
+                        run,
+                        "browse",
+                        "GET",
+                        f"/api/tours/{self.rng.choice(self.tours)}/",
+                        u * 1000 + n,
+                    )
+
+            began = time.monotonic()
+            await asyncio.gather(*(user(u) for u in range(concurrency)))
+            run.seconds = time.monotonic() - began
+        return run.goodput
+
+    async def open(self, run: Run, rate: float, seconds: float) -> None:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as self.session:
+            spent = await open_loop(rate, seconds, lambda i, due: self.arrival(run, i))
+        run.offered = int(rate * seconds) / spent
+        run.seconds = spent
+
+
+# -- one proxy ------------------------------------------------------------------------------------
+
+
+def bench_proxy(
+    name: str,
+    port: int,
+    pid: int,
+    seeded: dict[str, Any],
+    args: argparse.Namespace,
+    stack: StackBench,
+    health: Any,
+) -> list[Run]:
+    base = f"http://127.0.0.1:{port}"
+    warm = Client(base, {"tokens": [], "tours": seeded["tours"]}, 0)
+    asyncio.run(warm.closed_loop(3.0))
+    capacity = asyncio.run(warm.closed_loop(8.0))
+    print(f"{name}: capacity {capacity:.0f} req/s (closed loop, 64 in flight, browse)", flush=True)
+    runs = []
+    factors = [float(f) for f in args.factors.split(",") if f.strip()]
+    for factor in factors:
+        client = Client(base, seeded, args.checkout)
+        run = Run(name, factor)
+        asyncio.run(client.open(run, capacity * factor, args.seconds))
+        seeded["tokens"] = client.tokens  # each user books once
+        run.unhealthy = health()
+        run.memory_mb = rss_mb(pid)
+        run.audit = stack.verify()
+        runs.append(run)
+        print(row(run), flush=True)
+        time.sleep(2.0)  # let the queues drain before the next run
+    return runs
+
+
+HEAD = (
+    f"{'proxy':<8}{'x cap':>6}{'offered':>9}{'goodput':>9}"
+    f"{'browse p50/p95/p99 ms':>24}{'checkout p50/p95/p99 ms':>26}"
+    f"{'shed':>7}{'shed p99':>9}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}  audit"
+)
+
+
+def row(r: Run) -> str:
+    def pcts(values: list[float]) -> str:
+        if not values:
+            return "-"
+        return "/".join(f"{percentile(values, q) * 1000:.0f}" for q in (0.5, 0.95, 0.99))
+
+    other = sum(r.other_5xx.values())
+    paid = f"{r.paid}/{r.booked}"
+    shed_p99 = f"{percentile(r.shed, 0.99) * 1000:.0f}" if r.shed else "-"
+    return (
+        f"{r.proxy:<8}{r.factor:>6.1f}{r.offered:>9.0f}{r.goodput:>9.0f}"
+        f"{pcts(r.latencies['browse']):>24}{pcts(r.latencies['checkout']):>26}"
+        f"{len(r.shed):>7}{shed_p99:>9}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}  {r.audit}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    if "haproxy" in proxies and HAPROXY is None:
+        print(
+            "overload bench: haproxy is not installed (./dev installs it); skipping it",
+            file=sys.stderr,
+        )
+        proxies.remove("haproxy")
+    stack_args = argparse.Namespace(replicas=args.replicas, workers=1, threads=8)
+    stack = StackBench(stack_args)
+    redis: RedisServer | None = None
+    runs: list[Run] = []
+    with_procs = Bench()
+    try:
+        redis = RedisServer(stack.work / "redis").start()
+        # the replicas' cache in Redis too (db 1, as in compose); the lb's buckets in db 0
+        stack.extra = {"REDIS_URL": redis.url.rsplit("/", 1)[0] + "/1"}
+        stack.start()
+        seeded = seed(
+            stack.env,
+            20000,
+            [(100000, 0), (100000, 1), (100000, 0)] + [(50, i % 2) for i in range(17)],
+        )
+        ports = [int(u.rsplit(":", 1)[1]) for u in stack.urls]
+        print(
+            f"overload bench: {args.replicas} replicas x 1 worker x 8 threads, PostgreSQL default + 2 shards, "
+            f"Redis, {os.cpu_count()} CPUs (shared machine: figures move with the neighbours' load)",
+            flush=True,
+        )
+        for name in proxies:
+            if name == "lb":
+                port, admin, pid = launch_lb(
+                    with_procs,
+                    ports,
+                    workers=args.lb_workers,
+                    env={
+                        "REDIS_URL": redis.url,
+                        "LB_TRUSTED_PROXIES": "127.0.0.1/32",
+                        "BUCKET_CAPACITY": "20",
+                        "LEAK_RATE": "10",
+                        "LB_RATE_RULES": "",
+                    },
+                )
+
+                def health(admin: int = admin) -> str:
+                    status = lb_status(admin)
+                    limits = ", ".join(
+                        f"{b['limit']} (minRTT {b['min_rtt_ms']:.0f} ms, now {b['sample_rtt_ms']:.0f} ms)"
+                        for b in status["overload"]["backends"]
+                    )
+                    print(f"  lb limits per replica: {limits}", flush=True)
+                    rows = status["backends"]
+                    return str(sum(1 for b in rows if not b["healthy"] or b["ejections"]))
+
+            else:
+                port, pid = start_haproxy(
+                    with_procs, ports, args.haproxy_maxconn, args.haproxy_queue_ms
+                )
+                conf = (with_procs.dir / "haproxy.cfg").read_text()
+                stats_port = int(conf.split("frontend stats\n    bind 127.0.0.1:")[1].split()[0])
+
+                def health(stats_port: int = stats_port) -> str:
+                    return haproxy_down(f"http://127.0.0.1:{stats_port}/stats")
+
+            before = cpu_seconds(pid)
+            runs += bench_proxy(name, port, pid, seeded, args, stack, health)
+            print(f"{name}: {cpu_seconds(pid) - before:.1f} CPU seconds in the proxy", flush=True)
+            for proc in list(with_procs.procs):
+                with_procs.stop(proc)
+    finally:
+        with_procs.close()
+        if redis is not None:
+            redis.stop()
+        stack.close()
+    print()
+    print(HEAD)
+    print("-" * len(HEAD))
+    for r in runs:
+        print(row(r))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

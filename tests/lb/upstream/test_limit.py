@@ -1,0 +1,140 @@
+"""The adaptive concurrency limit: probing minRTT, following the latency gradient (pure)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from lb.upstream.limit import GradientLimit
+from tests.support.clock import FakeClock
+
+
+def make(clock: FakeClock, floor: int = 2, ceiling: int = 64) -> GradientLimit:
+    return GradientLimit(
+        clock=clock, rng=random.Random(1), floor=floor, ceiling=ceiling, probe_samples=10
+    )
+
+
+def probe(limit: GradientLimit, clock: FakeClock, rtt: float) -> None:
+    while limit.probing:
+        clock.advance(rtt)
+        limit.sample(rtt, in_flight=limit.floor)
+
+
+def run(limit: GradientLimit, clock: FakeClock, slots: int, service: float, seconds: float) -> None:
+    """Drive `limit` against a backend of `slots` x `service`: latency grows once in flight
+    exceeds its slots (the excess queues inside it), and the lb always fills the limit."""
+    end = clock.now + seconds
+    while clock.now < end:
+        in_flight = limit.limit
+        limit.in_flight(in_flight)
+        rtt = service * max(1.0, in_flight / slots)
+        clock.advance(rtt / in_flight)
+        limit.sample(rtt, in_flight)
+
+
+def start(limit: GradientLimit, clock: FakeClock) -> None:
+    """Run the limit until its first probe begins."""
+    while not limit.probing:
+        limit.in_flight(limit.limit)
+        clock.advance(0.01)
+        limit.sample(0.2, limit.limit)
+
+
+def test_starts_open_then_probes_and_learns_min_rtt_from_low_concurrency_answers_only() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    # a burst before any answer came back is not shed by a limit that knows nothing yet
+    assert not limit.probing and limit.limit == 64
+    started = clock.now
+    start(limit, clock)
+    assert 4.5 <= clock.now - started <= 7.5  # a fifth of the 30 s interval, jittered
+    assert limit.limit == 2
+    limit.sample(5.0, in_flight=10)  # sent before the probe at high concurrency: ignored
+    probe(limit, clock, 0.05)
+    assert not limit.probing
+    assert limit.min_rtt == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("slots", [1, 4, 16])
+def test_converges_just_above_the_backends_real_concurrency(slots: int) -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    start(limit, clock)
+    probe(limit, clock, 0.1)
+    run(limit, clock, slots, 0.1, 20.0)
+    # enough to keep every slot busy, a small queue of headroom, never runaway
+    assert slots <= limit.limit <= 2 * slots + 4
+
+
+def test_does_not_grow_while_app_limited_and_comes_down_to_twice_the_use() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    assert limit.limit == 64
+    for _ in range(500):
+        limit.in_flight(3)  # three requests at a time: nothing says more would be fine
+        clock.advance(0.01)
+        limit.sample(0.01, 3)
+    assert 6 <= limit.limit <= 7
+
+
+def test_stays_within_floor_and_ceiling_and_backs_off_on_timeouts() -> None:
+    clock = FakeClock()
+    limit = make(clock, floor=3, ceiling=8)
+    start(limit, clock)
+    probe(limit, clock, 0.01)
+    run(limit, clock, 100, 0.01, 5.0)  # a huge backend: only the ceiling stops growth
+    assert limit.limit == 8
+    for _ in range(50):
+        limit.drop()
+    assert limit.limit == 3
+
+
+def test_probes_again_after_the_interval_and_learns_a_new_min_rtt() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    start(limit, clock)
+    probe(limit, clock, 0.1)
+    started = clock.now
+    run(limit, clock, 8, 0.1, 20.0)
+    assert not limit.probing  # not before probe_interval (30 s, -15% at most)
+    while not limit.probing:  # the backend got faster meanwhile
+        limit.in_flight(limit.limit)
+        clock.advance(0.01)
+        limit.sample(0.05, limit.limit)
+    assert 25.0 <= clock.now - started <= 35.0
+    assert limit.limit == limit.floor
+    probe(limit, clock, 0.05)
+    assert limit.min_rtt == pytest.approx(0.05)
+
+
+def test_rejects_a_floor_above_the_ceiling() -> None:
+    with pytest.raises(ValueError):
+        GradientLimit(clock=FakeClock(), rng=random.Random(1), floor=5, ceiling=4)
+
+
+def test_a_probe_taken_on_a_busy_host_is_corrected_by_faster_windows() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    start(limit, clock)
+    probe(limit, clock, 0.3)  # the neighbours were busy during the probe
+    for _ in range(300):  # then the backend answers in 0.1 s
+        limit.in_flight(2)
+        clock.advance(0.05)
+        limit.sample(0.1, 2)
+    assert limit.min_rtt < 0.12
+
+
+def test_a_probe_raises_min_rtt_by_half_at_most() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    start(limit, clock)
+    probe(limit, clock, 0.05)
+    for expected in (0.075, 0.1125, 0.16875, 0.2):  # the backend really got 4x slower
+        while not limit.probing:
+            limit.in_flight(limit.limit)
+            clock.advance(0.05)
+            limit.sample(0.2, limit.limit)
+        probe(limit, clock, 0.2)
+        assert limit.min_rtt == pytest.approx(expected)

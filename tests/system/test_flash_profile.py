@@ -1,0 +1,100 @@
+"""CI end to end: the `flash` Locust profile (ten times the users within 10 s) through a real
+stack, `python -m ops up` on embedded defaults; its thresholds (goodput, admitted p95, 1%
+failures, shed answers honoured as expected) must pass, and the audit afterwards too."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.processes import ROOT
+from tests.system.test_stack_smoke import STARTUP_TIMEOUT, Stack, env_file
+
+pytestmark = [pytest.mark.processes, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    var = tmp_path_factory.mktemp("flash-stack")
+    os.chmod(var, 0o755)
+    running = Stack(var)
+    running.process.start()
+    try:
+        running.process.wait_http(f"{running.url}/api/tours/", timeout=STARTUP_TIMEOUT)
+        deadline = time.monotonic() + 30
+        while not (var / "stack.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield running
+    finally:
+        running.process.signal(signal.SIGINT)
+        running.process.stop(timeout=40)
+
+
+def test_flash_profile_passes_its_thresholds(stack, tmp_path):
+    prefix = tmp_path / "flash"
+    env = {**os.environ, "LOADTEST_PROFILE": "flash", "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "locust.log"
+    with open(log_path, "wb") as log:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                "loadtest/locustfile.py",
+                "--headless",
+                "--host",
+                stack.url,
+                "--csv",
+                str(prefix),
+                "--html",
+                str(tmp_path / "report.html"),
+                "--only-summary",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=150,
+        )
+    output = log_path.read_text(errors="replace")
+    assert result.returncode == 0, output[-6000:]
+    assert "PASSED" in output and "goodput req/s" in output
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    paid = int(rows.get("bookings: pay", {}).get("Request Count", 0))
+    assert paid >= 1, sorted(rows)
+    # no 5xx other than the lb's honest "overloaded" (recorded as an expected outcome)
+    assert not [
+        name for name, row in rows.items() if int(row.get("Failure Count", 0)) and "503" in name
+    ]
+    # the lb stayed in one piece: every replica still in rotation, none ejected
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{stack.admin}/status", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        status = json.loads(response.read())
+    assert all(b["healthy"] and b["ejections"] == 0 for b in status["backends"]), status["backends"]
+
+
+def test_invariants_hold_after_the_flash(stack):
+    env = {**os.environ, **env_file(stack.var / "stack.env")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "loadtest.verify"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
