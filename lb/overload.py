@@ -109,10 +109,10 @@ class Admitter:
         self.queue_delay = queue_delay
         self.target = max(0.002, queue_delay / 10)
         self.critical_reserve = critical_reserve
-        self.limits: dict[Backend, GradientLimit] = {
-            b: GradientLimit(clock=clock, rng=rng, floor=floor, ceiling=ceiling)
-            for b in pool.backends
-        }
+        self._floor, self._ceiling = floor, ceiling
+        self.limits: dict[Backend, GradientLimit] = {}
+        for b in pool.backends:
+            self.limit_of(b)
         self._queues: dict[str, deque[_Waiter]] = {k: deque() for k in CLASSES}
         self.waiting = 0
         self._busy_since: float | None = None  # when the queue last became non-empty
@@ -179,13 +179,22 @@ class Admitter:
 
     # -- decisions -------------------------------------------------------------------------
 
+    def limit_of(self, backend: Backend) -> GradientLimit:
+        """The backend's limit; a backend added live (PUT /backends) gets a fresh one."""
+        limit = self.limits.get(backend)
+        if limit is None:
+            limit = self.limits[backend] = GradientLimit(
+                clock=self._clock, rng=self._rng, floor=self._floor, ceiling=self._ceiling
+            )
+        return limit
+
     def _take(self, klass: str, tried: Collection[Backend]) -> Backend | None:
         pool = self.pool
         limits = self.limits
         total = 0
         full: list[Backend] = list(tried)
         for b in pool.backends:
-            limit = limits[b].limit
+            limit = self.limit_of(b).limit
             if eligible(b):
                 total += limit
             if b.outstanding >= limit:
@@ -305,9 +314,9 @@ class Admitter:
         self.drain.tick(now)
         self._shed_rate.tick(now)
         backends = []
-        for b, limit in self.limits.items():
+        for b in self.pool.backends:  # removed backends drop out of the view
             row: dict[str, Any] = {"name": b.name, "in_flight": b.outstanding}
-            row.update(limit.snapshot())
+            row.update(self.limit_of(b).snapshot())
             backends.append(row)
         max_delay, self.max_delay = self.max_delay, 0.0
         return {

@@ -114,3 +114,15 @@ def test_classify_uses_the_rules() -> None:
     _, admitter = make()
     assert admitter.classify("POST", "/api/bookings/1/pay/") == "critical"
     assert admitter.classify("GET", "/api/tours/") == "normal"
+
+
+async def test_a_backend_added_live_gets_a_limit_and_takes_slots() -> None:
+    pool, admitter = make(backends=1, limit=1)
+    bigger = Pool.from_settings(settings(2), rng=random.Random(3))
+    added, _removed = pool.set_backends(bigger.backends)
+    assert len(added) == 1
+    held = [await admitter.acquire("normal"), await admitter.acquire("normal")]
+    assert {b.name for b in held} == {b.name for b in pool.backends}  # one slot on each
+    assert sorted(row["name"] for row in admitter.snapshot()["backends"]) == sorted(
+        b.name for b in pool.backends
+    )
