@@ -36,8 +36,11 @@ def _close_connections_after(django_orm: dict[str, str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def unreachable(alias: str) -> Iterator[None]:
-    """`alias` points at a port nothing listens on for the block (connection refused)."""
+    """`alias` points at a port nothing listens on for the block (connection refused); after
+    it the shard is reachable again at once (its circuit, opened by the refusals, is reset)."""
     from django.db import connections
+
+    from backend.sharding.circuit import circuits
 
     conn = connections[alias]
     conn.close()
@@ -49,6 +52,7 @@ def unreachable(alias: str) -> Iterator[None]:
         conn.close()
         conn.settings_dict.clear()
         conn.settings_dict.update(saved)
+        circuits.reset()
 
 
 def _user_id() -> int:
