@@ -16,9 +16,16 @@ from lb.admission.rules import (
 from lb.config import ConfigError, load_settings
 
 
-def test_default_rules_are_the_register_and_the_login_rule() -> None:
+def test_default_rules_are_the_register_the_login_and_the_static_rule() -> None:
     settings = load_settings({})
-    register, login = settings.rate_rules
+    register, login, static = settings.rate_rules
+    # the web site's static files: a roomy bucket of their own, GET only
+    assert (static.method, static.prefix, static.capacity, static.rate) == (
+        "GET",
+        "/static/",
+        200,
+        100.0,
+    )
     # logins: a burst of 5, then one every 2 s per client (password guessing is slow)
     assert (login.method, login.prefix, login.capacity, login.rate) == (
         "POST",

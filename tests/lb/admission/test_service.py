@@ -132,6 +132,7 @@ async def test_status_describes_mode_and_rules() -> None:
         "default": (5, 1.0),
         "POST /api/auth/register/": (2, 1.0),
         "POST /api/auth/token/": (5, 0.5),
+        "GET /static/": (200, 100.0),
     }
     assert sample(registry, "lb_admission_mode", mode="local") == 1
     assert sample(registry, "lb_admission_mode", mode="redis") == 0
