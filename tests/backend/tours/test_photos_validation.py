@@ -8,7 +8,7 @@ import pytest
 
 from backend.common.errors import ValidationFailed
 from backend.tours.photos import validate_image
-from tests.backend.test_photos import MAX_BYTES, _image
+from tests.backend.tours.test_photos import MAX_BYTES, _image
 
 
 @pytest.mark.parametrize(
