@@ -18,11 +18,51 @@ from pathlib import Path
 PG_USER = "postgres"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
+LOWEST_PORT = 10000  # well above the well-known and registered ports services sit on
+_rng = random.Random()
+
+
+def ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections (32768 by default)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int, host: str) -> bool:
+    # as a listening server binds (SO_REUSEADDR: a closed connection in TIME_WAIT on the
+    # port does not stop it)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_run(count: int = 1, host: str = "127.0.0.1") -> int:
+    """The first of `count` consecutive TCP ports nothing listens on right now.
+
+    The ports come from below the kernel's ephemeral range: a port the OS hands out (bind to
+    port 0) lies inside it, where any outgoing connection (a load test has thousands) may take
+    it before our server binds it; below the range only another server can.
+    """
+    top = ephemeral_low() - count
+    if top <= LOWEST_PORT:  # a machine that hands out nearly every port: let the OS choose
+        top = 65000 - count
+    for _ in range(200):
+        base = _rng.randrange(LOWEST_PORT, top)
+        if all(_bindable(port, host) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no run of {count} free ports")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now (see free_run: outside the ephemeral range)."""
+    return free_run(1, host)
 
 
 def cluster_port() -> int:

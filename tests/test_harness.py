@@ -1,5 +1,6 @@
 """The harness itself: servers really start, accept connections, and stop."""
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -74,3 +75,24 @@ def test_a_process_killed_at_its_deadline_takes_its_children_along(tmp_path):
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_are_bindable() -> None:
+    """Outgoing connections (thousands in a load test) take ports from the ephemeral range:
+    a server port chosen there could be taken before the server binds it."""
+    from ops.servers import ephemeral_low, free_run
+
+    for count in (1, 3):
+        base = free_run(count)
+        assert base >= 10000 and base + count <= ephemeral_low()
+        taken = []
+        try:
+            for port in range(base, base + count):  # every port of the run binds
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+                taken.append(sock)
+        finally:
+            for sock in taken:
+                sock.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.net import free_port
+from tests.support.net import free_port, free_run
 from tests.support.processes import ROOT, Process, python
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -45,27 +44,6 @@ def client_address() -> str:
     from 127.0.0.1), so each has its own leaky bucket, as real customers do."""
     n = next(_addresses)
     return f"198.51.100.{n % 250 + 1}" if n < 250 else f"203.0.113.{n % 250 + 1}"
-
-
-def free_run(count: int) -> int:
-    """A first port such that `count` consecutive ports are free."""
-    for _ in range(50):
-        base = free_port()
-        if base + count >= 65000:
-            continue
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no run of free ports")
 
 
 @dataclass

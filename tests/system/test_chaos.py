@@ -12,6 +12,7 @@ nothing the stack started is left running. The per-fault figures are printed (`-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -34,10 +35,11 @@ import aiohttp
 import pytest
 
 from backend.sharding.shardmap import ShardMap
+from ops.processes import descendants
 from ops.servers import PostgresServer, RedisServer
-from tests.support.net import free_port
+from tests.support.net import free_port, free_run
 from tests.support.processes import ROOT, Process, python
-from tests.system.test_stack_smoke import alive, env_file, free_run
+from tests.system.test_stack_smoke import alive, env_file
 
 pytestmark = [pytest.mark.processes, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -328,7 +330,11 @@ def demo_tours(stack: ChaosStack) -> dict[str, list[str]]:
 def kill_a_replica(stack: ChaosStack) -> Fault:
     before = stack.pids()
     fault = Fault("replica SIGKILL", time.monotonic())
-    os.kill(before["backend-1"], signal.SIGKILL)
+    # the whole replica dies at once, as a crashed container does: the gunicorn master and
+    # its workers (killing the master alone leaves its workers serving as orphans)
+    for pid in [before["backend-1"], *descendants(before["backend-1"])]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     fault.end = fault.start  # ops up restarts it on its own
 
     def back() -> bool:

@@ -21,34 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.net import free_port
+from tests.support.net import free_port, free_run
 from tests.support.processes import ROOT, Process, python
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 REPLICAS = 2
 STARTUP_TIMEOUT = 180.0
-
-
-def free_run(count: int) -> int:
-    """A first port such that `count` consecutive ports are free."""
-    for _ in range(50):
-        base = free_port()
-        if base + count >= 65000:
-            continue
-        try:
-            socks = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no run of free ports")
 
 
 def get(url: str, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
