@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.support.locust import run_locust
 from tests.support.processes import ROOT
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
@@ -59,38 +60,18 @@ def test_missed_thresholds_fail_the_run(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlowAndBroken)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "loadtest/locustfile.py",
-                "--headless",
-                "--host",
-                f"http://127.0.0.1:{server.server_port}",
-                "--run-time",
-                "8s",
-                "--csv",
-                str(tmp_path / "run"),
-                "--html",
-                str(tmp_path / "run.html"),
-                "--only-summary",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "LOADTEST_PROFILE": "smoke"},
-            capture_output=True,
-            text=True,
+        run = run_locust(
+            f"http://127.0.0.1:{server.server_port}", "smoke", tmp_path, "--run-time", "8s",
             timeout=90,
-        )
+        )  # fmt: skip
     finally:
         server.shutdown()
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output[-4000:]
+    output = run.output
+    assert run.returncode == 1, output[-4000:]
     assert "FAIL browse p95 ms" in output
     assert "FAIL failure ratio" in output
     assert "FAILED: a threshold was missed" in output
-    assert (tmp_path / "run_stats.csv").exists() and (tmp_path / "run.html").exists()
+    assert (tmp_path / "smoke_stats.csv").exists() and run.html.exists()
 
 
 def test_unknown_profile_is_refused(tmp_path):

@@ -4,7 +4,6 @@ failures, shed answers honoured as expected) must pass, and the audit afterwards
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import time
 
 import pytest
 
+from tests.support.locust import run_locust
 from tests.support.processes import ROOT
 from tests.system.test_stack_smoke import STARTUP_TIMEOUT, Stack, env_file
 
@@ -37,38 +37,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_flash_profile_passes_its_thresholds(stack, tmp_path):
-    prefix = tmp_path / "flash"
-    env = {**os.environ, "LOADTEST_PROFILE": "flash", "PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path / "locust.log"
-    with open(log_path, "wb") as log:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "loadtest/locustfile.py",
-                "--headless",
-                "--host",
-                stack.url,
-                "--csv",
-                str(prefix),
-                "--html",
-                str(tmp_path / "report.html"),
-                "--only-summary",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=150,
-        )
-    output = log_path.read_text(errors="replace")
-    assert result.returncode == 0, output[-6000:]
+    run = run_locust(stack.url, "flash", tmp_path)
+    output, rows = run.output, run.rows
+    assert run.returncode == 0, output[-6000:]
     assert "PASSED" in output and "goodput req/s" in output
-    with open(f"{prefix}_stats.csv", newline="") as handle:
-        rows = {row["Name"]: row for row in csv.DictReader(handle)}
-    paid = int(rows.get("bookings: pay", {}).get("Request Count", 0))
+    paid = run.count("bookings: pay")
     assert paid >= 1, sorted(rows)
     # no 5xx other than the lb's honest "overloaded" (recorded as an expected outcome)
     assert not [

@@ -7,8 +7,6 @@ the last two (a replica killed, Ctrl-C) change the stack and stay last in the fi
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import os
 import signal
@@ -21,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.locust import LocustRun, run_locust
 from tests.support.net import free_port, free_run
 from tests.support.processes import ROOT, Process, python
 
@@ -136,59 +135,14 @@ def test_ops_up_serves_demo_tours_through_the_lb(stack):
     assert status == 200 and b"lb_requests" in body
 
 
-class SmokeRun:
-    """One run of the smoke load profile: Locust's exit code, output and per-name stats."""
-
-    def __init__(self, returncode: int, output: str, rows: dict[str, dict[str, str]], html: Path):
-        self.returncode = returncode
-        self.output = output
-        self.rows = rows
-        self.html = html
-
-    def count(self, name: str) -> int:
-        return int(self.rows.get(name, {}).get("Request Count", 0))
-
-
 @pytest.fixture(scope="module")
-def smoke_load(stack, tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+def smoke_load(stack, tmp_path_factory: pytest.TempPathFactory) -> LocustRun:
     """The smoke profile through the lb, once per module: whichever test asks first runs it,
     so the audit below never depends on another test having run before it."""
-    out = tmp_path_factory.mktemp("smoke")
-    prefix = out / "smoke"
-    env = {**os.environ, "LOADTEST_PROFILE": "smoke", "PYTHONUNBUFFERED": "1"}
-    log_path = out / "locust.log"
-    with open(log_path, "wb") as log:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                "loadtest/locustfile.py",
-                "--headless",
-                "--host",
-                stack.url,
-                "--csv",
-                str(prefix),
-                "--html",
-                str(out / "report.html"),
-                "--only-summary",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=150,
-        )
-    rows: dict[str, dict[str, str]] = {}
-    with contextlib.suppress(FileNotFoundError), open(f"{prefix}_stats.csv", newline="") as handle:
-        rows = {row["Name"]: row for row in csv.DictReader(handle)}
-    return SmokeRun(
-        result.returncode, log_path.read_text(errors="replace"), rows, out / "report.html"
-    )
+    return run_locust(stack.url, "smoke", tmp_path_factory.mktemp("smoke"))
 
 
-def test_smoke_profile_passes_through_the_stack(smoke_load: SmokeRun) -> None:
+def test_smoke_profile_passes_through_the_stack(smoke_load: LocustRun) -> None:
     assert smoke_load.returncode == 0, smoke_load.output[-6000:]
     assert "PASSED" in smoke_load.output
     assert smoke_load.html.stat().st_size > 1000
@@ -204,7 +158,7 @@ def test_smoke_profile_passes_through_the_stack(smoke_load: SmokeRun) -> None:
     assert smoke_load.count("tours: detail") >= 20
 
 
-def test_invariants_hold_after_the_load(stack, smoke_load: SmokeRun) -> None:
+def test_invariants_hold_after_the_load(stack, smoke_load: LocustRun) -> None:
     # the audit has something to audit: the load booked and paid through the stack
     assert smoke_load.count("bookings: pay") >= 1, sorted(smoke_load.rows)
     env = {**os.environ, **env_file(stack.var / "stack.env")}
