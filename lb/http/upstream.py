@@ -8,6 +8,7 @@ lags), so no body is ever held whole. Timeouts belong to the caller (`asyncio.ti
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -19,6 +20,10 @@ from lb.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
+# The least latency `backend_latency()` reports: below a millisecond a backend is not
+# queueing, and ratios of microseconds (the lower bound is often ~0 while the loop is busy)
+# are noise that would swing the adaptive limits (lb/upstream/limit.py) to their floor.
+LATENCY_FLOOR: Final = 0.001
 
 
 class UpstreamError(Exception):
@@ -49,6 +54,10 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_used = 0.0
+        # wall clock and this thread's CPU clock at the request head's write and at the
+        # response head's arrival: see `backend_latency()`
+        self.sent_at = self.sent_cpu = 0.0
+        self.head_at = self.head_cpu = 0.0
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -121,6 +130,10 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         elif not self.complete:
             self._fail(UpstreamClosed("backend closed the connection"))
         self._release_drain()
+        # the parser and the transport point back at us: without these cycles a closed
+        # connection is freed by reference counting, not left to the garbage collector
+        self._parser = None
+        self.transport = None
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -143,6 +156,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             self.headers = []
             self.reason = ""
             return
+        self.head_at, self.head_cpu = time.perf_counter(), time.thread_time()
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         length = framed = False
@@ -271,6 +285,25 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             await self._wait()
+
+    def sent(self) -> None:
+        """The request head was just written (`backend_latency()` counts from here)."""
+        self.sent_at, self.sent_cpu = time.perf_counter(), time.thread_time()
+
+    def backend_latency(self) -> float:
+        """Seconds the backend took to answer, as the admitter must see it (lb/overload.py).
+
+        The wall time from the request head's write to the response head's arrival, less
+        the CPU time this process spent meanwhile: while the event loop is busy with other
+        requests, an answer that has arrived waits for its turn (and a write waits for the
+        end of the loop iteration), and that wait is the lb's, not the backend's. With the
+        loop saturated an iteration lasts 5-40 ms against a backend's 0.2 ms, so the plain
+        wall time took the lb's own lag for a slow backend: the adaptive limits fell to
+        their floor and 9 in 10 requests were shed (docs/load-balancer.md, "Hot path and
+        tail"). Time the loop spent idle, waiting for the socket, was the backend's.
+        """
+        waited = (self.head_at - self.sent_at) - (self.head_cpu - self.sent_cpu)
+        return waited if waited > LATENCY_FLOOR else LATENCY_FLOOR
 
     def has_body_data(self) -> bool:
         return self.complete or bool(self._chunks)
