@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -54,7 +53,7 @@ async def prepare(
     if buffered is not None and not buffered.spooled:
         head += buffered.data()  # one write with the head
         body = None
-    deadline = asyncio.get_running_loop().time() + options.request_deadline
+    deadline = client.loop.time() + options.request_deadline
     sender = None
     if body is not None:
         sender = upload(
