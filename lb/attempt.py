@@ -95,7 +95,7 @@ async def attempt(
 async def _once(
     conn: UpstreamConnection | None, conns: KeepAlivePool, ex: Exchange, timeouts: Timeouts
 ) -> UpstreamConnection | Failed:
-    loop = ex.client.loop  # (asyncio.get_running_loop() costs a getpid() system call)
+    loop = conns.loop  # (asyncio.get_running_loop() costs a getpid() system call)
     deadline = ex.deadline
     try:
         if conn is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -53,7 +54,8 @@ async def prepare(
     if buffered is not None and not buffered.spooled:
         head += buffered.data()  # one write with the head
         body = None
-    deadline = client.loop.time() + options.request_deadline
+    # (not `client.loop`: a background refresh of the micro-cache has a stand-in client)
+    deadline = asyncio.get_running_loop().time() + options.request_deadline
     sender = None
     if body is not None:
         sender = upload(

@@ -382,7 +382,7 @@ class KeepAlivePool:
         self.port = port
         self.max_idle = max_idle
         self.idle_ttl = idle_ttl
-        self._loop = loop
+        self._loop = self.loop = loop
         self._idle: deque[UpstreamConnection] = deque()
 
     def take_idle(self) -> UpstreamConnection | None:
