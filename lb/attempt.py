@@ -95,7 +95,7 @@ async def attempt(
 async def _once(
     conn: UpstreamConnection | None, conns: KeepAlivePool, ex: Exchange, timeouts: Timeouts
 ) -> UpstreamConnection | Failed:
-    loop = asyncio.get_running_loop()
+    loop = conns.loop  # (asyncio.get_running_loop() costs a getpid() system call)
     deadline = ex.deadline
     try:
         if conn is None:
@@ -103,6 +103,7 @@ async def _once(
                 conn = await conns.connect()
         conn.begin(head_only=ex.request.method == "HEAD")
         conn.write(ex.head)
+        conn.sent()
         if ex.send_body is not None:
             await ex.send_body(conn)
         elif not ex.upgrade:

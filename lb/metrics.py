@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 BREAKER_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS: Final = (
@@ -27,10 +29,30 @@ LATENCY_BUCKETS: Final = (
 )
 CODE_CLASSES: Final = ("1xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 NO_BACKEND: Final = "none"  # the backend label of answers the lb wrote itself
+# Requests counted in plain ints before they reach the prometheus_client values (see
+# `Metrics.observe`): at most this many, or until the lb is idle, or the next tick.
+FLUSH_EVERY: Final = 512
+_BOUNDS: Final = (*LATENCY_BUCKETS, float("inf"))
 
 
 def code_class(status: int) -> str:
     return CODE_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
+
+
+class _FlushFirst(Collector):
+    """Registered before every lb_* metric: a scrape of this process's registry first
+    applies the counts still held in plain ints (`Metrics.before_collect`)."""
+
+    def __init__(self, hooks: list[Callable[[], None]]) -> None:
+        self._hooks = hooks
+
+    def collect(self) -> Iterable[Any]:
+        for hook in self._hooks:
+            hook()
+        return []
+
+    def describe(self) -> Iterable[Any]:
+        return []
 
 
 class Metrics:
@@ -38,10 +60,18 @@ class Metrics:
 
     With several worker processes prometheus_client's multiprocess mode is active (the
     master sets PROMETHEUS_MULTIPROC_DIR); gauges then say how to combine the workers.
+
+    The per-request figures (lb_requests, lb_request_duration_seconds, lb_in_flight_requests)
+    are counted in plain ints and handed to prometheus_client in batches (`flush()`): each
+    value update there takes a lock and, with several workers, checks the PID (a system
+    call) and writes an mmap'ed file; a request made six of them.
     """
 
     def __init__(self, registry: CollectorRegistry, backends: Iterable[str] = ()) -> None:
         self.registry = registry
+        # hooks run before a scrape of `registry`: the proxy flushes its batched counts
+        self.before_collect: list[Callable[[], None]] = []
+        registry.register(_FlushFirst(self.before_collect))
         self.requests = Counter(
             "lb_requests",
             "Requests answered, by status class and the backend that answered "
@@ -104,6 +134,11 @@ class Metrics:
         self._overload_metrics(registry)
         self._requests: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
+        # not yet flushed: requests by (code class, backend); per backend the duration
+        # histogram's bucket counts (not cumulative) followed by the sum of the seconds
+        self._pending_requests: dict[tuple[str, str], int] = {}
+        self._pending_durations: dict[str, list[float]] = {}
+        self.pending = 0
         self._retries: dict[str, Any] = {}
         self._errors: dict[str, Any] = {}
         for name in backends:
@@ -114,15 +149,42 @@ class Metrics:
     # -- the hot path: label children are looked up once ----------------------------------
 
     def observe(self, backend: str, status: int, seconds: float) -> None:
-        key = (code_class(status), backend)
-        child = self._requests.get(key)
-        if child is None:
-            child = self._requests[key] = self.requests.labels(*key)
-        child.inc()
-        hist = self._durations.get(backend)
+        """One answered request; counted now, handed to prometheus_client by `flush()`."""
+        key = (CODE_CLASSES[status // 100] if 100 <= status < 600 else "5xx", backend)
+        pending = self._pending_requests
+        pending[key] = pending.get(key, 0) + 1
+        hist = self._pending_durations.get(backend)
         if hist is None:
-            hist = self._durations[backend] = self.duration.labels(backend)
-        hist.observe(seconds)
+            hist = self._pending_durations[backend] = [0.0] * (len(_BOUNDS) + 1)
+        hist[bisect_left(_BOUNDS, seconds)] += 1
+        hist[-1] += seconds
+        self.pending += 1
+
+    def flush(self, in_flight: int) -> None:
+        """Hand the counted requests to prometheus_client; `in_flight`: requests now."""
+        self.in_flight.set(in_flight)
+        if not self.pending:
+            return
+        requests, self._pending_requests = self._pending_requests, {}
+        durations, self._pending_durations = self._pending_durations, {}
+        self.pending = 0
+        for key, count in requests.items():
+            child = self._requests.get(key)
+            if child is None:
+                child = self._requests[key] = self.requests.labels(*key)
+            child.inc(count)
+        for backend, counts in durations.items():
+            hist = self._durations.get(backend)
+            if hist is None:
+                hist = self._durations[backend] = self.duration.labels(backend)
+            # Histogram.observe() one value at a time would undo the batching: the
+            # children's bucket and sum values take a count at once (prometheus_client
+            # keeps buckets non-cumulative and sums them when collected)
+            buckets = hist._buckets
+            for i, observed in enumerate(counts[:-1]):
+                if observed:
+                    buckets[i].inc(observed)
+            hist._sum.inc(counts[-1])
 
     def lb_error(self, code: str) -> None:
         child = self._errors.get(code)

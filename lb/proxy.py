@@ -24,7 +24,7 @@ from lb.http.request import BodyError, Request
 from lb.http.spool import ClientGone
 from lb.http.upstream import Upstream, UpstreamConnection
 from lb.identity import ClientResolver
-from lb.metrics import NO_BACKEND, Metrics
+from lb.metrics import FLUSH_EVERY, NO_BACKEND, Metrics
 from lb.options import ProxyOptions
 from lb.overload import Admitter
 from lb.relay import relay, tunnel
@@ -73,13 +73,13 @@ class Proxy:
         self._idle_empty = asyncio.Event()
         self._idle_empty.set()
         self.access_log = AccessLog() if options.access_log else None
+        metrics.before_collect.append(self.flush_counts)  # a scrape sees every request
 
     async def __call__(self, request: Request, client: ClientConnection) -> bool:
         """Answer `request` on `client`; True when the connection may carry another one."""
         started = self.loop.time()
         self.in_flight += 1
         self._idle_empty.clear()
-        self.metrics.in_flight.inc()
         rid = h.request_id(request.header(b"x-request-id"), self.rng)
         status, backend_name, keep = CLIENT_GONE, NO_BACKEND, False
         try:
@@ -91,23 +91,18 @@ class Proxy:
         except (ConnectionError, BodyError):
             pass  # the client went away: CLIENT_GONE, nothing to answer
         finally:
-            self.metrics.in_flight.dec()
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle_empty.set()
             seconds = self.loop.time() - started
             self.metrics.observe(backend_name, status, seconds)
+            if self.in_flight == 0:
+                self._idle_empty.set()
+                self.flush_counts()  # idle: nothing to batch with
+            elif self.metrics.pending >= FLUSH_EVERY:
+                self.flush_counts()
             self.answered[backend_name] = self.answered.get(backend_name, 0) + 1
             if self.access_log is not None:
-                self.access_log.line(
-                    rid,
-                    request.peer,
-                    request.method,
-                    request.path,
-                    status,
-                    backend_name,
-                    seconds * 1000,
-                )
+                line = (rid, request.peer, request.method, request.path, status, backend_name)
+                self.access_log.line(*line, seconds * 1000)
         return keep and not self.draining
 
     def protocol_error(self, error: LbError) -> None:
@@ -115,6 +110,14 @@ class Proxy:
         self.metrics.lb_error(error.code)
         self.metrics.observe(NO_BACKEND, error.status, 0.0)
         self.answered[NO_BACKEND] = self.answered.get(NO_BACKEND, 0) + 1
+        self.flush_counts()
+
+    def flush_counts(self) -> None:
+        """Counts kept in plain ints on the hot path, into their metrics (when idle, every
+        FLUSH_EVERY requests, every tick and before a scrape)."""
+        self.metrics.flush(self.in_flight)
+        if self.admission is not None:
+            self.admission.flush_counts()
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight."""
@@ -245,11 +248,10 @@ class Proxy:
     async def _try(self, ex: Exchange, backend: Backend) -> UpstreamConnection | Failed:
         """One attempt on `backend`; reports it as cancelled if the client ends it."""
         conns = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
-        sent_at = self.loop.time()  # the backend's latency: time queued in the lb is not its
         try:
             result = await attempt(conns, ex, self.options.timeouts)
             if self.admitter is not None and isinstance(result, UpstreamConnection):
-                self.admitter.sample(backend, self.loop.time() - sent_at)
+                self.admitter.sample(backend, result.backend_latency())
             return result
         except BaseException:  # the client's fault or gone, or cancelled
             self.pool.finish(backend, Outcome.CANCELLED)

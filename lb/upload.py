@@ -54,6 +54,7 @@ async def prepare(
     if buffered is not None and not buffered.spooled:
         head += buffered.data()  # one write with the head
         body = None
+    # (not `client.loop`: a background refresh of the micro-cache has a stand-in client)
     deadline = asyncio.get_running_loop().time() + options.request_deadline
     sender = None
     if body is not None:

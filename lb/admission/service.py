@@ -6,7 +6,8 @@ import logging
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from lb.admission.heavy_hitters import ArrivalLog, HeavyHitters
 from lb.admission.limiter import Clock, LocalLimiter, Store
@@ -68,6 +69,10 @@ class Admission:
         self.arrivals = arrivals if arrivals is not None else ArrivalLog()
         self._log_throttle = LogThrottle(clock)
         self._details = details or {}
+        # admissions by rule, not yet in lb_admission_admitted_total: the hot path counts in
+        # plain ints, `flush_counts()` (the proxy's, when idle and every few hundred
+        # requests, each tick and before a scrape) hands them over in one inc() per rule
+        self._admitted: dict[str, int] = {}
         self._use(policy)
 
     def _use(self, policy: Policy) -> None:
@@ -106,10 +111,10 @@ class Admission:
             # the shared store is down and the policy is open or closed
             if self.store.mode == "closed":
                 return closed[rule.name]
-            self.metrics.count_admitted(rule.name)
+            self._admitted[rule.name] = self._admitted.get(rule.name, 0) + 1
             return verdicts.unknown
         if decision.allowed:
-            self.metrics.count_admitted(rule.name)
+            self._admitted[rule.name] = self._admitted.get(rule.name, 0) + 1
             return verdicts.verdict(decision)
         self.hitters.add(client_key)
         self.metrics.count_rejected(rule.name, dry_run=dry_run)
@@ -127,6 +132,13 @@ class Admission:
                 )
             return verdicts.verdict(decision, enforce=False)
         return verdicts.verdict(decision)
+
+    def flush_counts(self) -> None:
+        """The admissions counted since the last flush, into lb_admission_admitted_total."""
+        if self._admitted:
+            counts, self._admitted = self._admitted, {}
+            for rule, count in counts.items():
+                self.metrics.admitted.labels(rule).inc(count)
 
     def top_rejected(self, n: int = 10) -> list[tuple[str, int]]:
         """The most rejected clients (client key, count), highest first, for /status."""
@@ -158,6 +170,22 @@ class Admission:
         }
 
 
+class _CountsFirst(Collector):
+    """Registered before the admission metrics: a scrape of the registry first applies the
+    admissions still counted in plain ints (`Admission.flush_counts`)."""
+
+    def __init__(self) -> None:
+        self.admission: Admission | None = None
+
+    def collect(self) -> list[Any]:
+        if self.admission is not None:
+            self.admission.flush_counts()
+        return []
+
+    def describe(self) -> list[Any]:
+        return []
+
+
 def build_admission(
     options: AdmissionOptions,
     registry: CollectorRegistry | None = None,
@@ -166,6 +194,8 @@ def build_admission(
 ) -> Admission:
     """Admission control as configured: Redis buckets behind the failure policy, or local."""
     policy = options.boot_policy()
+    first = _CountsFirst()
+    (registry if registry is not None else REGISTRY).register(first)
     metrics = AdmissionMetrics(registry, [rule.name for rule in policy.rule_set().all])
     local = LocalLimiter(clock)
     store: Store = local
@@ -189,4 +219,5 @@ def build_admission(
             "redis_cluster": options.redis_cluster,
             "failure_policy": options.redis_failure,
         }
-    return Admission(policy, store, metrics=metrics, clock=clock, details=details)
+    first.admission = Admission(policy, store, metrics=metrics, clock=clock, details=details)
+    return first.admission

@@ -86,7 +86,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self.response_started = False
         self.tunnel: Callable[[bytes], None] | None = None  # raw bytes go here (WebSocket)
         self.tunnel_closed: Callable[[], None] | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._queue: deque[Request] = deque()
         self._url = b""
         self._raw: list[tuple[bytes, bytes]] = []
@@ -132,6 +132,10 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
             waiter.set_result(None)  # ends the connection's task
         if self.tunnel_closed is not None:
             self.tunnel_closed()
+        # the parser and the transport point back at us: without these cycles the
+        # connection is freed by reference counting, not left to the garbage collector
+        self._parser = None
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
@@ -140,8 +144,11 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         if self._lingering is not None:
             self._linger_more()  # a refused body: drop it while the client finishes
             return
+        parser = self._parser
+        if parser is None:
+            return
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
             self._upgraded(data[offset:])
@@ -203,6 +210,7 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self._in_trailers = True
         self._disarm_deadline()
         parser = self._parser
+        assert parser is not None  # we are called from its feed_data
         wanted = self._wanted
         has_body = b"content-length" in wanted and wanted[b"content-length"] not in (b"0",)
         has_body = has_body or b"chunked" in wanted.get(b"transfer-encoding", b"").lower()

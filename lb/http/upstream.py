@@ -8,6 +8,8 @@ lags), so no body is ever held whole. Timeouts belong to the caller (`asyncio.ti
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -19,6 +21,36 @@ from lb.http.flow import HIGH_WATER, LOW_WATER, WriteFlow
 
 _PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close"})
 IDLE_TTL: Final = 1.5  # seconds an idle connection is trusted; below typical backend keep-alive
+# The least latency `backend_latency()` reports: below a millisecond a backend is not
+# queueing, and ratios of microseconds (the lower bound is often ~0 while the loop is busy)
+# are noise that would swing the adaptive limits (lb/upstream/limit.py) to their floor.
+LATENCY_FLOOR: Final = 0.001
+
+
+class _BusyClock:
+    """Seconds this thread has spent running or waiting for a CPU: on Linux the first two
+    fields of /proc/thread-self/schedstat (one pread), elsewhere its CPU time. Opened on the
+    first call, from the event loop's thread."""
+
+    def __init__(self) -> None:
+        self._fd = -1
+        self._tried = False
+
+    def __call__(self) -> float:
+        fd = self._fd
+        if fd < 0:
+            if self._tried:
+                return time.thread_time()
+            self._tried = True
+            try:
+                fd = self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            except OSError:
+                return time.thread_time()
+        running, waiting, _ = os.pread(fd, 64, 0).split()
+        return (int(running) + int(waiting)) / 1e9
+
+
+busy_clock = _BusyClock()
 
 
 class UpstreamError(Exception):
@@ -49,6 +81,10 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.last_used = 0.0
+        # wall clock and this thread's busy clock at the request head's write and at the
+        # response head's arrival: see `backend_latency()`
+        self.sent_at = self.sent_cpu = 0.0
+        self.head_at = self.head_cpu = 0.0
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -121,6 +157,10 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         elif not self.complete:
             self._fail(UpstreamClosed("backend closed the connection"))
         self._release_drain()
+        # the parser and the transport point back at us: without these cycles a closed
+        # connection is freed by reference counting, not left to the garbage collector
+        self._parser = None
+        self.transport = None
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -143,6 +183,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             self.headers = []
             self.reason = ""
             return
+        self.head_at, self.head_cpu = time.perf_counter(), busy_clock()
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         length = framed = False
@@ -272,6 +313,25 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
                 raise self.error
             await self._wait()
 
+    def sent(self) -> None:
+        """The request head was just written (`backend_latency()` counts from here)."""
+        self.sent_at, self.sent_cpu = time.perf_counter(), busy_clock()
+
+    def backend_latency(self) -> float:
+        """Seconds the backend took to answer, as the admitter must see it (lb/overload.py).
+
+        The wall time from the request head's write to the response head's arrival, less
+        the time this thread spent meanwhile running or waiting for a CPU (`busy_clock`):
+        while the event loop is busy with other requests, an answer that has arrived waits
+        for its turn, and that wait is the lb's, not the backend's. With the loop saturated
+        an iteration lasts 5-40 ms against a backend's 0.2 ms, so the plain wall time took
+        the lb's own lag for a slow backend: the adaptive limits fell to their floor and 9
+        in 10 requests were shed (docs/load-balancer.md, "Hot path and tail"). Time the
+        loop spent blocked, waiting for the socket, was the backend's.
+        """
+        waited = (self.head_at - self.sent_at) - (self.head_cpu - self.sent_cpu)
+        return waited if waited > LATENCY_FLOOR else LATENCY_FLOOR
+
     def has_body_data(self) -> bool:
         return self.complete or bool(self._chunks)
 
@@ -349,7 +409,7 @@ class KeepAlivePool:
         self.port = port
         self.max_idle = max_idle
         self.idle_ttl = idle_ttl
-        self._loop = loop
+        self._loop = self.loop = loop
         self._idle: deque[UpstreamConnection] = deque()
 
     def take_idle(self) -> UpstreamConnection | None:

@@ -5,6 +5,7 @@ is stopped here, by its own PID (ops/processes.py)."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -39,9 +40,14 @@ class Bench:
         return proc.pid if proc is not None else None
 
     def start(
-        self, name: str, argv: Sequence[str], port: int, env: Mapping[str, str] | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> Process:
-        proc = Process(argv, log_path=self.dir / f"{name}.log", env=env).start()
+        proc = Process(argv, log_path=self.dir / f"{name}.log", env=env, cwd=cwd or ROOT).start()
         self.procs.append(proc)
         self.by_port[port] = proc
         proc.wait_port(port)
@@ -59,8 +65,20 @@ class Bench:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def raise_fd_limit(wanted: int = 65536) -> int:
+    """Lift this process's open-file limit towards `wanted` (children inherit it): 1024
+    connections cost the lb 2048 descriptors and wrk 1024. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
 @contextmanager
 def bench() -> Iterator[Bench]:
+    raise_fd_limit()
     b = Bench()
     try:
         yield b
@@ -146,17 +164,27 @@ def start_nginx_proxy(b: Bench, backends: Sequence[int], workers: int = 1) -> in
 
 
 def start_lb(
-    b: Bench, backends: Sequence[int], workers: int = 1, env: Mapping[str, str] | None = None
+    b: Bench,
+    backends: Sequence[int],
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    tree: Path | None = None,
 ) -> int:
     """`python -m lb` in front of `backends`; returns its public port."""
-    return launch_lb(b, backends, workers, env)[0]
+    return launch_lb(b, backends, workers, env, tree)[0]
 
 
 def launch_lb(
-    b: Bench, backends: Sequence[int], workers: int = 1, env: Mapping[str, str] | None = None
+    b: Bench,
+    backends: Sequence[int],
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    tree: Path | None = None,
 ) -> tuple[int, int, int]:
     """`python -m lb` in front of `backends`, admission in-process and wide open unless `env`
-    says otherwise; returns (public port, admin port, master pid)."""
+    says otherwise; returns (public port, admin port, master pid). `tree`: another checkout
+    of the project (a `git worktree` of an older commit, say) whose lb runs instead of this
+    one's, with the same interpreter and packages: a before/after in one run."""
     port, admin = free_port(), free_port()
     full = {
         **OPEN_ADMISSION,
@@ -168,7 +196,12 @@ def launch_lb(
         "LB_LOG_LEVEL": "WARNING",
         **(env or {}),
     }
-    proc = b.start(f"lb-{port}", [sys.executable, "-m", "lb"], port, full)
+    if tree is not None:
+        tree = tree.resolve()
+        full["PYTHONPATH"] = str(tree)  # `python -m lb` imports the lb of `tree`
+        if not (tree / "lb" / "__main__.py").is_file():
+            raise FileNotFoundError(f"{tree} holds no lb/__main__.py")
+    proc = b.start(f"lb-{port}", [sys.executable, "-m", "lb"], port, full, cwd=tree)
     proc.wait_port(admin)
     time.sleep(0.5 if workers == 1 else 1.0)  # let every worker bind
     return port, admin, proc.pid

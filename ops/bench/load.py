@@ -138,18 +138,20 @@ async def _python_load(url: str, connections: int, duration: float) -> Result:
 def table(rows: Sequence[tuple[str, Result | None]], reference: str) -> str:
     """The printed figures: req/s, p50, p99, errors, CPU per request, ratio to `reference`."""
     ref = dict(rows).get(reference)
+    width = max([28, *(len(name) + 1 for name, _ in rows)])
     lines = [
-        f"{'setup':<28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-        f"{'cpu us/req':>10}  x {reference}"
+        f"{'setup':<{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>7} "
+        f"{'errors':>7} {'cpu us/req':>10}  x {reference}"
     ]
     for name, res in rows:
         if res is None:
-            lines.append(f"{name:<28} {'n/a':>9}")
+            lines.append(f"{name:<{width}} {'n/a':>9}")
             continue
         ratio = f"{res.rps / ref.rps:.2f}" if ref and ref.rps else "-"
         cpu = f"{res.cpu_us:.1f}" if res.cpu_us is not None else "-"
+        tail = f"{res.p99_ms / res.p50_ms:.1f}" if res.p50_ms else "-"
         lines.append(
-            f"{name:<28} {res.rps:>9.0f} {res.p50_ms:>8.2f} {res.p99_ms:>8.2f} "
+            f"{name:<{width}} {res.rps:>9.0f} {res.p50_ms:>8.2f} {res.p99_ms:>8.2f} {tail:>7} "
             f"{res.errors:>7} {cpu:>10}  {ratio:>5}"
         )
     return "\n".join(lines)
