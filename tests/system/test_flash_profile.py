@@ -5,35 +5,23 @@ failures, shed answers honoured as expected) must pass, and the audit afterwards
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.locust import run_locust
 from tests.support.processes import ROOT
-from tests.system.test_stack_smoke import STARTUP_TIMEOUT, Stack, env_file
+from tests.system.test_stack_smoke import Stack, env_file, running_stack
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    var = tmp_path_factory.mktemp("flash-stack")
-    os.chmod(var, 0o755)
-    running = Stack(var)
-    running.process.start()
-    try:
-        running.process.wait_http(f"{running.url}/api/tours/", timeout=STARTUP_TIMEOUT)
-        deadline = time.monotonic() + 30
-        while not (var / "stack.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("flash-stack")) as running:
         yield running
-    finally:
-        running.process.signal(signal.SIGINT)
-        running.process.stop(timeout=40)
 
 
 def test_flash_profile_passes_its_thresholds(stack, tmp_path):

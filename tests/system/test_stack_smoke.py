@@ -7,6 +7,7 @@ the last two (a replica killed, Ctrl-C) change the stack and stay last in the fi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -93,9 +95,10 @@ class Stack:
         return json.loads((self.var / "stack.json").read_text())["pids"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    var = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def running_stack(var: Path) -> Iterator[Stack]:
+    """`ops up` in `var` until the block ends (then Ctrl-C), once it serves and has written
+    stack.json."""
     os.chmod(var, 0o755)
     running = Stack(var)
     running.process.start()
@@ -108,6 +111,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     finally:
         running.process.signal(signal.SIGINT)
         running.process.stop(timeout=40)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
 
 
 def test_ops_up_serves_demo_tours_through_the_lb(stack):
