@@ -1,9 +1,8 @@
 """The proxy handler: admit, receive the body, try backends (retrying when allowed), relay, report.
 
-Read top to bottom, one request goes: `__call__` (accounting) -> `_handle` (size check,
-identity, admission, forwarding headers) -> `_forward` (request buffering, then attempts on
-backends until one answers or no retry is allowed) -> `_respond` (relay the answer, report
-the attempt to the pool exactly once). One attempt on one backend is `lb.attempt.attempt`.
+Read top to bottom: `__call__` (accounting) -> `_handle` (size check, identity, admission,
+forwarding headers, the cache) -> `_forward` (request buffering, then attempts on backends
+until one answers or no retry is allowed) -> `_respond` (relay, report the attempt once).
 """
 
 from __future__ import annotations
@@ -189,8 +188,9 @@ class Proxy:
         fill: Fill | None = None,
     ) -> Answer:
         exchange, buffered = await prepare(
-            request, client, self.options, upstream_extra, answer_headers, client_key, fill
-        )
+            request, client, self.options, upstream_extra, answer_headers, client_key, fill,
+            self.loop.time(),  # (get_running_loop() would cost a getpid() system call)
+        )  # fmt: skip
         try:
             return await self._attempts(exchange)
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -32,6 +31,7 @@ async def prepare(
     answer_headers: Headers,
     client_key: str,
     fill: Fill | None,
+    now: float,
 ) -> tuple[Exchange, BufferedBody | None]:
     """What every attempt sends: the head, and the body received whole first (request
     buffering) or streamed; the caller closes the returned buffered body when done."""
@@ -55,7 +55,7 @@ async def prepare(
         head += buffered.data()  # one write with the head
         body = None
     # (not `client.loop`: a background refresh of the micro-cache has a stand-in client)
-    deadline = asyncio.get_running_loop().time() + options.request_deadline
+    deadline = now + options.request_deadline
     sender = None
     if body is not None:
         sender = upload(
