@@ -26,7 +26,7 @@ from backend.tours.serializers import (
     TourOutput,
 )
 
-CACHE_HEADER = "X-Cache"
+CACHE_HEADER = "X-List-Cache"  # the lb owns X-Cache (its micro-cache) and drops this one
 
 
 class IsStaffOrReadOnly(permissions.BasePermission):

@@ -114,7 +114,7 @@ class Load:
                     code=str((data or {}).get("code", "")) if isinstance(data, dict) else "",
                     retry_after="Retry-After" in resp.headers,
                     partial="X-Partial-Shards" in resp.headers,
-                    stale=resp.headers.get("X-Cache") == "stale",
+                    stale=resp.headers.get("X-List-Cache") == "stale",
                 )
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             result, data = Result(kind, shard, start, time.monotonic(), None, error=repr(exc)), None

@@ -193,3 +193,54 @@ def test_a_tour_page_outlives_its_shard_going_down_within_stale_if_error(
     finally:
         shard.start()
         lb.process.stop(timeout=15)
+
+
+@pytest.mark.processes
+def test_a_stale_tour_list_says_so_through_the_lb(
+    replicas: ReplicaStarter,
+    backend_env: dict[str, str],
+    pg_databases: dict[str, Any],
+    api_client: ApiHelpers,
+    tmp_path: Path,
+) -> None:
+    """The backend's list-cache label (X-List-Cache) reaches the client through the lb, whose
+    own X-Cache names its micro-cache: a whole page served stale while a shard is down must
+    be recognisable as stale (it was not: the label shared X-Cache, which the lb owns)."""
+    (base,) = replicas(1, extra_env={"TOUR_LIST_CACHE_SECONDS": "1"})
+    staff = api_client.staff(base, backend_env)
+    shards = ShardMap(("shard_0", "shard_1"))
+    tag = f"Stale{uuid.uuid4().hex[:6]}"
+    held = {"shard_0": 0, "shard_1": 0}
+    while min(held.values()) < 1:
+        held[
+            shards.alias_for(
+                api_client.make_tour(staff, name=f"{tag} {uuid.uuid4().hex[:4]}")["id"]
+            )
+        ] += 1
+    lb = start_lb(
+        {
+            "LB_BACKENDS": base,
+            "LB_CACHE_BYTES": "8000000",
+            "BUCKET_CAPACITY": "100000",
+            "LEAK_RATE": "100000",
+            "LB_RATE_RULES": "",
+        },
+        tmp_path / "lb.log",
+    )
+    # with credentials the lb never answers from its cache: each read reaches the replica
+    user = api_client.user(base).with_base(lb.url)
+    page = f"/api/tours/?search={tag}&page_size=50"
+    shard = pg_databases["servers"][2]
+    try:
+        whole = user.get(page)
+        assert whole.status_code == 200 and whole.json()["count"] == sum(held.values())
+        assert (whole.headers["X-List-Cache"], whole.headers["X-Cache"]) == ("miss", "MISS")
+        shard.stop("fast")
+        time.sleep(1.2)  # past the list cache's 1 s freshness
+        stale = user.get(page)
+        assert stale.status_code == 200, stale.text
+        assert (stale.headers["X-List-Cache"], stale.headers["X-Cache"]) == ("stale", "MISS")
+        assert stale.json()["count"] == sum(held.values()) and "partial" not in stale.json()
+    finally:
+        shard.start()
+        lb.process.stop(timeout=15)

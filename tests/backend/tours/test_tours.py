@@ -136,7 +136,7 @@ def test_list_is_cached_in_redis_and_invalidated_by_a_write_on_any_replica(
     query = f"/api/tours/?search={TAG}&ordering=name&page_size=50"
     first = a.get(query)
     again = b.get(query)  # the other replica is served from the shared cache
-    assert again.headers["X-Cache"] == "hit"
+    assert again.headers["X-List-Cache"] == "hit"
     assert again.json() == first.json()
 
     victim = stack["tours"][3]
@@ -149,7 +149,7 @@ def test_list_is_cached_in_redis_and_invalidated_by_a_write_on_any_replica(
     resp = staff_b.patch(f"/api/tours/{victim['id']}/", json={"name": f"{TAG} Renamed via API"})
     assert resp.status_code == 200, resp.text
     fresh = a.get(query)
-    assert fresh.headers["X-Cache"] == "miss"
+    assert fresh.headers["X-List-Cache"] == "miss"
     assert f"{TAG} Renamed via API" in [t["name"] for t in fresh.json()["results"]]
     victim["name"] = f"{TAG} Renamed via API"
 
