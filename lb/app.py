@@ -22,6 +22,7 @@ from lb.admission.service import build_admission
 from lb.cache.edge import CacheOptions, EdgeCache
 from lb.cache.purge import PurgeSubscriber
 from lb.config import Settings, admission_options
+from lb.fastpath import FastPath
 from lb.http.connection import ClientLimits
 from lb.http.deadlines import Deadlines
 from lb.http.upstream import UpstreamClient
@@ -90,8 +91,9 @@ class Runtime:
             self.proxy,
             ClientLimits(settings.max_header_bytes, settings.header_timeout),
             loop=loop,
-            on_protocol_error=self.proxy.protocol_error,
+            on_protocol_error=self.proxy.ledger.protocol_error,
             deadlines=self.deadlines,
+            take=FastPath(self.proxy).take if settings.fast_path else None,
         )
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
@@ -116,12 +118,12 @@ class Runtime:
         self.server.stop_accepting()
         self.server.close_idle()  # busy ones close after their response (Connection: close)
         timeout = self.settings.drain_timeout
-        in_flight = self.proxy.in_flight
+        in_flight = self.proxy.ledger.in_flight
         if in_flight:
             log.warning("draining: %d request(s) in flight, waiting up to %gs", in_flight, timeout)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self.proxy.wait_idle()
+                await self.proxy.ledger.wait_idle()
         self.server.close_idle()
         self.server.abort_all()  # whatever outlived LB_DRAIN_TIMEOUT
         await self.stop()
@@ -133,8 +135,8 @@ class Runtime:
                 await self._sync_task
         await self.checker.stop()
         await self.deadlines.close()
-        if self.proxy.access_log is not None:
-            self.proxy.access_log.flush()
+        if self.proxy.ledger.access_log is not None:
+            self.proxy.ledger.access_log.flush()
         with contextlib.suppress(Exception):
             await self.policy.close()
         with contextlib.suppress(Exception):
@@ -161,11 +163,11 @@ class Runtime:
         return {
             "pid": os.getpid(),
             "started": self.started,
-            "in_flight": self.proxy.in_flight,
+            "in_flight": self.proxy.ledger.in_flight,
             "draining": self.proxy.draining,
             "backends": self.pool.snapshot(),
-            "answered": dict(self.proxy.answered),
-            "rates": self.rates.sample(self.proxy.answered),
+            "answered": dict(self.proxy.ledger.answered),
+            "rates": self.rates.sample(self.proxy.ledger.answered),
             "admission": self.admission.status(),
             "top_rejected": self.admission.top_rejected(10),
             "cache": None if self.cache is None else self.cache.snapshot(),
@@ -186,9 +188,9 @@ class Runtime:
                 self.overload_snapshot()
                 self.pool.logs.flush()
                 self.admitter.logs.flush()
-                self.rates.sample(self.proxy.answered)
-                if self.proxy.access_log is not None:
-                    self.proxy.access_log.flush()
+                self.rates.sample(self.proxy.ledger.answered)
+                if self.proxy.ledger.access_log is not None:
+                    self.proxy.ledger.access_log.flush()
                 if self.cache is not None:
                     self.cache.tick()
                 for tick in self.on_tick:

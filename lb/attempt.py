@@ -52,6 +52,7 @@ class Exchange:
     # sending it twice is harmless (idempotent method or Idempotency-Key, body not streamed)
     resend_safe: bool = False
     fill: Fill | None = None  # the micro-cache's capture of the answer (lb/cache/)
+    measure: bool = False  # measure the next attempt's latency (the admitter asked)
 
     @property
     def retry_key(self) -> tuple[str, bool]:
@@ -81,15 +82,54 @@ async def attempt(
     """
     idle = None if ex.upgrade else conns.take_idle()
     result = await _once(idle, conns, ex, timeouts)
-    if (
+    if resend_fresh(result, idle, ex):
+        result = await _once(None, conns, ex, timeouts)
+    return result
+
+
+async def fresh(
+    conns: KeepAlivePool, ex: Exchange, timeouts: Timeouts
+) -> UpstreamConnection | Failed:
+    """The attempt again on a new connection (see `resend_fresh`)."""
+    return await _once(None, conns, ex, timeouts)
+
+
+def resend_fresh(
+    result: UpstreamConnection | Failed, idle: UpstreamConnection | None, ex: Exchange
+) -> bool:
+    """Did a kept-alive connection die under the request before answering a byte, for a
+    request that is safe to send again on a fresh one?"""
+    return (
         isinstance(result, Failed)
         and idle is not None
         and not idle.answered_any
         and isinstance(idle.error, UpstreamClosed)
         and ex.resend_safe
-    ):
-        result = await _once(None, conns, ex, timeouts)
-    return result
+    )
+
+
+def start(conn: UpstreamConnection, ex: Exchange) -> None:
+    """Send a bodiless request on `conn` without awaiting (the fast path, lb/fastpath.py);
+    UpstreamError if the connection is already gone."""
+    conn.begin(head_only=ex.request.method == "HEAD")
+    conn.write(ex.head)
+    conn.sent(ex.measure)
+    conn.request_sent = True
+
+
+def settle(conn: UpstreamConnection) -> UpstreamConnection | Failed:
+    """How a started attempt ended once its connection has news (`UpstreamConnection.listen`):
+    the connection with its response head, or what `_once` makes of the failure."""
+    if conn.head_done:
+        return conn
+    if conn.timed_out:
+        conn.abort()
+        return Failed(Outcome.TIMEOUT, True, GatewayTimeout())
+    if conn.error is None:
+        conn.error = UpstreamClosed("backend closed the connection")
+    conn.abort()
+    error = conn.error
+    return Failed(Outcome.RESET, error.reached, BadGateway(f"Backend failed: {error}"))
 
 
 async def _once(
@@ -103,7 +143,7 @@ async def _once(
                 conn = await conns.connect()
         conn.begin(head_only=ex.request.method == "HEAD")
         conn.write(ex.head)
-        conn.sent()
+        conn.sent(ex.measure)
         if ex.send_body is not None:
             await ex.send_body(conn)
         elif not ex.upgrade:

@@ -63,6 +63,8 @@ class Settings:
     request_buffering: bool
     stream_paths: tuple[str, ...]
     body_memory_bytes: int
+    # bodiless requests answered by callbacks, not a coroutine (lb/fastpath.py)
+    fast_path: bool
     # retries
     max_retries: int
     retry_budget_ratio: float
@@ -273,6 +275,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         body_memory_bytes=get(
             "LB_BODY_MEMORY_BYTES", str(256 * 1024), _int_at_least(0), "a byte count >= 0"
         ),
+        fast_path=get("LB_FAST_PATH", "1", _bool, "0 or 1"),
         max_retries=get("LB_MAX_RETRIES", "2", _int_at_least(0), "a whole number >= 0"),
         retry_budget_ratio=get("LB_RETRY_BUDGET", "0.2", _ratio, "a ratio between 0 and 1"),
         retry_budget_min=get("LB_RETRY_BUDGET_MIN", "3", _int_at_least(0), "a whole number >= 0"),

@@ -31,7 +31,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from lb.errors import Overloaded
 from lb.logsummary import LogSummary
@@ -42,6 +42,15 @@ from lb.upstream.pool import Pool, eligible
 
 Clock = Callable[[], float]
 log = logging.getLogger("lb.overload")
+
+
+class Measured(Protocol):
+    """An answer whose latency may have been measured (lb/http/upstream.py's connection)."""
+
+    measured: bool
+
+    def backend_latency(self) -> float: ...
+
 
 MAX_WAITING: Final = 2048  # a hard bound on waiters per process, whatever the delays say
 RATE_PERIOD: Final = 0.5  # seconds over which drain and shed rates are sampled
@@ -170,6 +179,24 @@ class Admitter:
             raise self._shed(klass, self._clock())
         self.admitted[klass] += 1
         return backend
+
+    def try_acquire(self, klass: str) -> Backend | None:
+        """`acquire()` when a slot is free now, without awaiting (the fast path); None
+        when it is not (or no backend is eligible): then `acquire()` waits or says so."""
+        backend = self._take(klass, ())
+        if backend is not None:
+            self.admitted[klass] += 1
+        return backend
+
+    def measures(self, backend: Backend) -> bool:
+        """Should the attempt about to go to `backend` have its latency measured?"""
+        limit = self.limits.get(backend)
+        return limit is not None and limit.wants_sample(self._clock())
+
+    def observe(self, backend: Backend, answer: Measured) -> None:
+        """An answer's head arrived: its latency, if it was measured, is a sample."""
+        if answer.measured:
+            self.sample(backend, answer.backend_latency())
 
     def sample(self, backend: Backend, seconds: float) -> None:
         """The latency of one attempt on `backend`: request sent to response head."""

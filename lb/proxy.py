@@ -1,8 +1,10 @@
 """The proxy handler: admit, receive the body, try backends (retrying when allowed), relay, report.
 
-Read top to bottom: `__call__` (accounting) -> `_handle` (size check, identity, admission,
-forwarding headers, the cache) -> `_forward` (request buffering, then attempts on backends
-until one answers or no retry is allowed) -> `_respond` (relay, report the attempt once).
+Read top to bottom: `__call__` -> `run` (errors, the books: lb/ledger.py) -> `_handle` (size
+check, identity, admission, forwarding headers, the cache) -> `_forward` (request buffering)
+-> `attempts` (on backends until one answers or no retry is allowed) -> `_respond` (relay,
+report the attempt once). A bodiless request usually takes lb/fastpath.py instead: the same
+steps as callbacks, continuing here (`run`, `attempts`) from where it stands when it must wait.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Final
 
 from lb import headers as h
-from lb.accesslog import AccessLog
 from lb.admission.service import Admission
 from lb.attempt import Exchange, Failed, attempt
 from lb.cache.edge import EdgeCache, Fill
@@ -23,7 +25,8 @@ from lb.http.request import BodyError, Request
 from lb.http.spool import ClientGone
 from lb.http.upstream import Upstream, UpstreamConnection
 from lb.identity import ClientResolver
-from lb.metrics import FLUSH_EVERY, NO_BACKEND, Metrics
+from lb.ledger import Ledger
+from lb.metrics import NO_BACKEND, Metrics
 from lb.options import ProxyOptions
 from lb.overload import Admitter
 from lb.relay import relay, tunnel
@@ -67,62 +70,39 @@ class Proxy:
         self.rng = rng
         self.loop = loop
         self.draining = False
-        self.in_flight = 0
-        self.answered: dict[str, int] = {}  # responses by backend name (or "none")
-        self._idle_empty = asyncio.Event()
-        self._idle_empty.set()
-        self.access_log = AccessLog() if options.access_log else None
-        metrics.before_collect.append(self.flush_counts)  # a scrape sees every request
+        # in flight, answered, the access log (lb/ledger.py)
+        self.ledger = Ledger(metrics, admission, loop, access_log=options.access_log)
+        self.begin, self.account = self.ledger.begin, self.ledger.account
 
     async def __call__(self, request: Request, client: ClientConnection) -> bool:
         """Answer `request` on `client`; True when the connection may carry another one."""
-        started = self.loop.time()
-        self.in_flight += 1
-        self._idle_empty.clear()
+        started = self.begin()
         rid = h.request_id(request.header(b"x-request-id"), self.rng)
+        return await self.run(request, client, rid, started, self._handle(request, client, rid))
+
+    async def run(
+        self,
+        request: Request,
+        client: ClientConnection,
+        rid: str,
+        started: float,
+        work: Awaitable[Answer],
+    ) -> bool:
+        """Await the answer to `request`, answer the lb's errors, account for it once."""
         status, backend_name, keep = CLIENT_GONE, NO_BACKEND, False
         try:
-            status, backend_name, keep = await self._handle(request, client, rid)
+            status, backend_name, keep = await work
         except ClientGone:
             client.close()  # gone, or already told off by the HTTP layer: nothing to answer
         except LbError as exc:
-            status, keep = exc.status, self._send_error(request, client, exc, rid)
+            status, keep = exc.status, self.send_error(request, client, exc, rid)
         except (ConnectionError, BodyError):
             pass  # the client went away: CLIENT_GONE, nothing to answer
         finally:
-            self.in_flight -= 1
-            seconds = self.loop.time() - started
-            self.metrics.observe(backend_name, status, seconds)
-            if self.in_flight == 0:
-                self._idle_empty.set()
-                self.flush_counts()  # idle: nothing to batch with
-            elif self.metrics.pending >= FLUSH_EVERY:
-                self.flush_counts()
-            self.answered[backend_name] = self.answered.get(backend_name, 0) + 1
-            if self.access_log is not None:
-                line = (rid, request.peer, request.method, request.path, status, backend_name)
-                self.access_log.line(*line, seconds * 1000)
+            self.account(request, rid, started, status, backend_name)
         return keep and not self.draining
 
-    def protocol_error(self, error: LbError) -> None:
-        """Count an answer the HTTP layer wrote for a request that never reached us."""
-        self.metrics.lb_error(error.code)
-        self.metrics.observe(NO_BACKEND, error.status, 0.0)
-        self.answered[NO_BACKEND] = self.answered.get(NO_BACKEND, 0) + 1
-        self.flush_counts()
-
-    def flush_counts(self) -> None:
-        """Counts kept in plain ints on the hot path, into their metrics (when idle, every
-        FLUSH_EVERY requests, every tick and before a scrape)."""
-        self.metrics.flush(self.in_flight)
-        if self.admission is not None:
-            self.admission.flush_counts()
-
-    async def wait_idle(self) -> None:
-        """Return once no request is in flight."""
-        await self._idle_empty.wait()
-
-    def _send_error(
+    def send_error(
         self, request: Request, client: ClientConnection, error: LbError, rid: str
     ) -> bool:
         """Write the lb's own answer; False when the connection must close after it."""
@@ -192,34 +172,47 @@ class Proxy:
             self.loop.time(),  # (get_running_loop() would cost a getpid() system call)
         )  # fmt: skip
         try:
-            return await self._attempts(exchange)
+            return await self.attempts(exchange)
         finally:
             if buffered is not None:
                 buffered.close()
 
-    async def _attempts(self, ex: Exchange) -> Answer:
-        """Attempts on backends until one answers, or no retry is allowed."""
+    async def attempts(
+        self,
+        ex: Exchange,
+        first: Backend | None = None,
+        result: UpstreamConnection | Failed | None = None,
+    ) -> Answer:
+        """Attempts on backends until one answers, or no retry is allowed. `first`: a
+        backend already picked (its slot taken), and `result`: its attempt, if made."""
         pool = self.pool
         tried: list[Backend] = []
         retries = 0
         last: Failed | None = None
-        pending: Backend | None = None  # already picked for the next attempt
+        pending = first  # already picked for the next attempt
         admitter = self.admitter
         klass = admitter.classify(ex.request.method, ex.request.path) if admitter else ""
         while True:
             with pool.retry_budget.permit(held=retries > 0):
-                if pending is None and admitter is not None:
-                    # a slot under a backend's adaptive limit, a bounded wait for one, or
-                    # Overloaded (503); the slot is the pool's pick: pool.finish() frees it
-                    pending = await admitter.acquire(klass, tried)
-                backend = pending or pool.pick(tried)
-                pending = None
-                if backend is None:
-                    raise last.error if last is not None else NoBackend()
+                if result is None:
+                    if pending is None and admitter is not None:
+                        # a slot under a backend's adaptive limit, a bounded wait for one,
+                        # or Overloaded (503); the slot is the pool's pick: pool.finish()
+                        # frees it
+                        pending = await admitter.acquire(klass, tried)
+                    backend = pending or pool.pick(tried)
+                    pending = None
+                    if backend is None:
+                        raise last.error if last is not None else NoBackend()
+                    result = await self._try(ex, backend)
+                else:
+                    backend, pending = first, None  # (the fast path's attempt)
+                    assert backend is not None
                 tried.append(backend)
-                result = await self._try(ex, backend)
-                if isinstance(result, UpstreamConnection):
-                    outcome = classify_status(result.status)
+                result, attempt_result = None, result
+                if isinstance(attempt_result, UpstreamConnection):
+                    answer = attempt_result
+                    outcome = classify_status(answer.status)
                     if outcome is Outcome.SERVER_ERROR:
                         pending = pool.pick(tried)
                     if pending is None or not pool.may_retry(
@@ -227,16 +220,16 @@ class Proxy:
                     ):
                         if pending is not None:
                             pool.finish(pending, Outcome.CANCELLED)  # not needed after all
-                        return await self._respond(ex, result, backend, outcome)
+                        return await self._respond(ex, answer, backend, outcome)
                     # another backend gets a go; this answer is dropped
-                    result.abort()
-                    pool.finish(backend, outcome, status=result.status, client=ex.client_key)
+                    answer.abort()
+                    pool.finish(backend, outcome, status=answer.status, client=ex.client_key)
                     last = Failed(outcome, True, BadGateway("Backend answered with an error."))
                     retries += 1
                     self.metrics.retry(outcome.value)
                     continue
-                pool.finish(backend, result.outcome)
-                last = result
+                pool.finish(backend, attempt_result.outcome)
+                last = attempt_result
             # this attempt's permit is back: may another attempt start?
             if not pool.may_retry(
                 ex.retry_key, last.outcome, last.reached, retries, streamed=ex.streamed
@@ -248,10 +241,12 @@ class Proxy:
     async def _try(self, ex: Exchange, backend: Backend) -> UpstreamConnection | Failed:
         """One attempt on `backend`; reports it as cancelled if the client ends it."""
         conns = self.upstream.pool(backend.name, backend.url.host, backend.url.port)
+        admitter = self.admitter
+        ex.measure = admitter is not None and admitter.measures(backend)
         try:
             result = await attempt(conns, ex, self.options.timeouts)
-            if self.admitter is not None and isinstance(result, UpstreamConnection):
-                self.admitter.sample(backend, result.backend_latency())
+            if admitter is not None and isinstance(result, UpstreamConnection):
+                admitter.observe(backend, result)
             return result
         except BaseException:  # the client's fault or gone, or cancelled
             self.pool.finish(backend, Outcome.CANCELLED)

@@ -46,29 +46,12 @@ async def relay(
     connection, so the client sees a truncated answer, not a complete-looking wrong one.
     `tee` gets every body piece as it goes out (the cache's capture).
     """
-    http11 = request.version == "1.1"
-    how = framing(request.method, conn.status, conn.length_known, http11)
-    keep = request.keep_alive and not draining and how != "close"
-    head = h.response_head(
-        conn.status,
-        conn.reason,
-        conn.headers,
-        answer_headers,
-        http11=http11,
-        framing=how,
-        keep_alive=keep,
-        scan_connection=conn.has_connection_header,
-    )
+    head, how, keep = answer_head(request, conn, answer_headers, draining)
     chunked = how == "chunked"
     try:
         if conn.complete:
             # the whole answer is here: head and body leave in one write
-            data = conn.take_body()
-            if tee is not None:
-                tee(data)
-            if chunked:
-                data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
-            client.write(head + data)
+            send_whole(client, conn, head, chunked, tee)
             return None, keep
         client.write(head)
         read = conn.read_chunk
@@ -94,6 +77,43 @@ async def relay(
         if not conn.complete:
             conn.abort()
         return Outcome.CANCELLED, False  # the client went away
+
+
+def answer_head(
+    request: Request, conn: UpstreamConnection, answer_headers: Headers, draining: bool
+) -> tuple[bytes, str, bool]:
+    """The response head for the client, its framing (see `framing`), and whether the
+    client connection may carry another request."""
+    http11 = request.version == "1.1"
+    how = framing(request.method, conn.status, conn.length_known, http11)
+    keep = request.keep_alive and not draining and how != "close"
+    head = h.response_head(
+        conn.status,
+        conn.reason,
+        conn.headers,
+        answer_headers,
+        http11=http11,
+        framing=how,
+        keep_alive=keep,
+        scan_connection=conn.has_connection_header,
+    )
+    return head, how, keep
+
+
+def send_whole(
+    client: ClientConnection,
+    conn: UpstreamConnection,
+    head: bytes,
+    chunked: bool,
+    tee: Callable[[bytes], None] | None = None,
+) -> None:
+    """A complete answer in one write: head and body (ConnectionError: the client is gone)."""
+    data = conn.take_body()
+    if tee is not None:
+        tee(data)
+    if chunked:
+        data = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)) if data else b"0\r\n\r\n"
+    client.write(head + data)
 
 
 async def tunnel(

@@ -12,7 +12,7 @@ from typing import Final
 
 from lb.config import Address
 from lb.errors import LbError
-from lb.http.connection import ClientConnection, ClientLimits
+from lb.http.connection import ClientConnection, ClientLimits, Take
 from lb.http.deadlines import Deadlines
 from lb.http.request import Request
 
@@ -56,8 +56,10 @@ class Server:
         loop: asyncio.AbstractEventLoop,
         on_protocol_error: Callable[[LbError], None] = lambda error: None,
         deadlines: Deadlines | None = None,
+        take: Take | None = None,
     ) -> None:
         self.handler = handler
+        self.take = take  # the fast path (lb/fastpath.py), tried before `handler`
         self.loop = loop
         self.limits = limits
         self._on_protocol_error = on_protocol_error

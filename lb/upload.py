@@ -50,6 +50,28 @@ async def prepare(
             idle_timeout=options.idle_timeout,
         )
     buffered = body if isinstance(body, BufferedBody) else None
+    ex = exchange(
+        request, client, options, upstream_extra, answer_headers, client_key, fill, now,
+        body, upgrade,
+    )  # fmt: skip
+    return ex, buffered
+
+
+def exchange(
+    request: Request,
+    client: ClientConnection,
+    options: ProxyOptions,
+    upstream_extra: Headers,
+    answer_headers: Headers,
+    client_key: str,
+    fill: Fill | None,
+    now: float,
+    body: Body | BufferedBody | None,
+    upgrade: bool,
+) -> Exchange:
+    """The Exchange for a request whose body, if any, is received (or will be streamed):
+    the fast path (lb/fastpath.py) builds its bodiless ones here, without awaiting."""
+    buffered = body if isinstance(body, BufferedBody) else None
     head = request_head(request, upstream_extra, buffered, upgrade)
     if buffered is not None and not buffered.spooled:
         head += buffered.data()  # one write with the head
@@ -69,11 +91,10 @@ async def prepare(
     resend_safe = not streamed and (
         request.method in IDEMPOTENT_METHODS or b"idempotency-key" in request.headers
     )
-    exchange = Exchange(
+    return Exchange(
         request, client, head, sender, streamed, answer_headers, client_key, deadline,
         upgrade, resend_safe, fill,
     )  # fmt: skip
-    return exchange, buffered
 
 
 def check_length(request: Request, limit: int) -> None:

@@ -88,7 +88,7 @@ async def run_single(settings: Settings) -> int:
             "(the admission policy and the backends can still change through the admin listener)"
         ),
     )
-    runtime.on_tick.append(runtime.proxy.flush_counts)  # counts batched on the hot path
+    runtime.on_tick.append(runtime.proxy.ledger.flush_counts)  # counts batched on the hot path
     await runtime.start(sock)
     admin = await start_admin(
         build_admin_app(LocalControl(runtime, registry), token=settings.admin_token),
@@ -214,7 +214,7 @@ async def run_worker(settings: Settings, directory: Path) -> int:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: None)
 
     def tick() -> None:
-        runtime.proxy.flush_counts()  # counts batched on the hot path, for the master's scrape
+        runtime.proxy.ledger.flush_counts()  # counts batched on the hot path, for the master's scrape
         publisher.tick()
         if publisher.orphaned:
             log.warning("master is gone: draining")

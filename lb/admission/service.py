@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.registry import Collector
 
+from lb.admission.bucket import Decision
 from lb.admission.heavy_hitters import ArrivalLog, HeavyHitters
 from lb.admission.limiter import Clock, LocalLimiter, Store
 from lb.admission.metrics import AdmissionMetrics
 from lb.admission.options import AdmissionOptions
 from lb.admission.policy import Policy
-from lb.admission.rules import format_rules
+from lb.admission.rules import Rule, format_rules
 from lb.admission.verdict import Verdict, VerdictCache, unavailable
 
 __all__ = ["Admission", "Verdict", "build_admission"]
@@ -73,6 +75,10 @@ class Admission:
         # plain ints, `flush_counts()` (the proxy's, when idle and every few hundred
         # requests, each tick and before a scrape) hands them over in one inc() per rule
         self._admitted: dict[str, int] = {}
+        # the store's synchronous check, when it has one (in-process buckets)
+        self._decide_now: Callable[[Rule, str], Decision] | None = (
+            store.check_now if isinstance(store, LocalLimiter) else None
+        )
         self._use(policy)
 
     def _use(self, policy: Policy) -> None:
@@ -107,6 +113,38 @@ class Admission:
         rule = self.rules.match(method, path)
         verdicts, dry_run, closed = self._verdicts[rule.name], self.dry_run, self._unavailable
         decision = await self.store.check(rule, client_key)
+        return self._judge(rule, verdicts, dry_run, closed, decision, method, path, client_key)
+
+    @property
+    def synchronous(self) -> bool:
+        """Can `check_now()` decide (the buckets live in this process)?"""
+        return self._decide_now is not None
+
+    def check_now(self, method: str, path: str, client_key: str) -> Verdict | None:
+        """`check()` without awaiting, for the lb's fast path (lb/fastpath.py): possible when
+        the buckets live in this process. None, with nothing done, when they do not."""
+        decide = self._decide_now
+        if decide is None:
+            return None
+        self.arrivals.add(client_key, method, path)
+        rule = self.rules.match(method, path)
+        decision = decide(rule, client_key)
+        return self._judge(
+            rule, self._verdicts[rule.name], self.dry_run, self._unavailable, decision,
+            method, path, client_key,
+        )  # fmt: skip
+
+    def _judge(
+        self,
+        rule: Rule,
+        verdicts: VerdictCache,
+        dry_run: bool,
+        closed: dict[str, Verdict],
+        decision: Decision | None,
+        method: str,
+        path: str,
+        client_key: str,
+    ) -> Verdict:
         if decision is None:
             # the shared store is down and the policy is open or closed
             if self.store.mode == "closed":

@@ -25,6 +25,8 @@ from lb.http.request import LISTS, PLAIN_CONNECTION, WANTED, Body, BodyError, Re
 log = logging.getLogger("lb.http")
 
 Handler = Callable[[Request, "ClientConnection"], Awaitable[bool]]
+# The fast path (lb/fastpath.py): True when it took the request without a coroutine
+Take = Callable[[Request, "ClientConnection"], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Host(Protocol):
     loop: asyncio.AbstractEventLoop
     limits: ClientLimits
     handler: Handler
+    take: Take | None
     deadlines: Deadlines
     connections: set[ClientConnection]
     draining: bool
@@ -95,8 +98,8 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
         self._body: Body | None = None
         self._current: Request | None = None
         self.deadline = 0.0  # the request head must be complete by then (Deadlines)
-        self._next: asyncio.Future[Request | None] | None = None
-        self._serving = False
+        self._taking = False  # the fast path is deciding on a request (see `_start`)
+        self._up_next: Request | None = None
         self._read_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -127,9 +130,6 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
             if request.body is not None:
                 request.body.fail(BodyError("the client closed the connection"))
         self._release_drain()
-        waiter = self._next
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)  # ends the connection's task
         if self.tunnel_closed is not None:
             self.tunnel_closed()
         # the parser and the transport point back at us: without these cycles the
@@ -245,67 +245,80 @@ class ClientConnection(WriteFlow, asyncio.Protocol):
 
     # -- handling ------------------------------------------------------------------------------
 
-    def _start(self, request: Request) -> None:
-        self.busy = True
-        self.response_started = False
-        self._current = request
-        waiter = self._next
-        if waiter is not None and not waiter.done():
-            waiter.set_result(request)  # the connection's task is waiting for it
-        elif not self._serving:
-            self._serving = True
-            self.loop.create_task(self._serve(request))
-
-    async def _serve(self, first: Request) -> None:
-        """The connection's one task: its requests, one after the other."""
-        request: Request | None = first
+    def _start(self, request: Request | None) -> None:
         while request is not None:
-            if not await self._handle(request):
-                return
-            if self._queue:
-                self._start(self._queue.popleft())
-                request = self._current
-                if not self._queue and self._deferred is None:
-                    self._resume_reading()
-                continue
-            if self._deferred is not None:
-                # the good requests before it are answered: now the bad one
-                error, self._deferred = self._deferred, None
-                self._fail(error)
-                return
-            self._next = self.loop.create_future()
-            self._arm_deadline()
-            self._resume_reading()
+            self.busy = True
+            self.response_started = False
+            self._current = request
+            take = self.server.take
+            if take is None:
+                break
+            self._taking = True
             try:
-                request = await self._next
+                taken = take(request, self)
             finally:
-                self._next = None
+                self._taking = False
+            if not taken:
+                break
+            if self.busy:
+                return  # the fast path has it: `done()` or `hand_over()` follows
+            # answered at once (a refusal): the next pipelined request is started here, in
+            # this loop, rather than by `done()` in a recursion as deep as the pipeline
+            request, self._up_next = self._up_next, None
+        else:
+            return
+        self.loop.create_task(self._serve(request, self.server.handler(request, self)))
 
-    async def _handle(self, request: Request) -> bool:
-        """Answer one request; True when the connection stays open for the next."""
+    def hand_over(self, request: Request, work: Awaitable[bool]) -> None:
+        """The fast path gives the rest of `request` to a task (lb/fastpath.py)."""
+        self.loop.create_task(self._serve(request, work))
+
+    async def _serve(self, request: Request, work: Awaitable[bool]) -> None:
+        """Answer one request (`work` is the handler's coroutine for it), then go on."""
         keep = False
         try:
-            keep = await self.server.handler(request, self)
+            keep = await work
         except Exception:
             log.exception("request handler failed")
             if not self.response_started and not self.closed:
                 rid = ((X_REQUEST_ID, self.server.request_id()),)
                 self.write(render_error(LbError(), rid, close=True))
-        finally:
-            self.busy = False
-            self.response_started = False
-            self._current = None
+        self.done(request, keep)
+
+    def done(self, request: Request, keep: bool) -> None:
+        """`request` is answered; `keep`: the connection may carry another one. Starts the
+        next pipelined request, or waits for one (the head deadline armed), or closes."""
+        self.busy = False
+        self.response_started = False
+        self._current = None
         unread = request.body is not None and not request.body.done
         if unread and not self.closed:
             self._start_lingering()
-            return False
+            return
         if not keep or self.server.draining or not request.keep_alive:
             self.close()
-            return False
+            return
         if self._client_eof and not self._queue:
             self.close()  # the client has nothing more to send
-            return False
-        return not self.closed
+            return
+        if self.closed:
+            return
+        if self._queue:
+            request = self._queue.popleft()
+            if self._taking:
+                self._up_next = request  # `_start()` is on the stack: its loop takes it
+            else:
+                self._start(request)
+            if not self._queue and self._deferred is None:
+                self._resume_reading()
+            return
+        if self._deferred is not None:
+            # the good requests before it are answered: now the bad one
+            error, self._deferred = self._deferred, None
+            self._fail(error)
+            return
+        self._arm_deadline()
+        self._resume_reading()
 
     def _upgraded(self, tail: bytes) -> None:
         # the head of an Upgrade request is complete; what follows is not HTTP

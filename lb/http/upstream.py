@@ -85,6 +85,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         # response head's arrival: see `backend_latency()`
         self.sent_at = self.sent_cpu = 0.0
         self.head_at = self.head_cpu = 0.0
+        self.measured = False  # this request's latency is being measured (see `sent()`)
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -112,6 +113,9 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         self.tunnel_tail = b""  # bytes after a 101 head: the upgraded protocol's
         self.tunnel: Callable[[bytes], None] | None = None
         self.tunnel_closed: Callable[[], None] | None = None
+        # instead of a reader awaiting `read_head()`: called once with news (see `listen()`)
+        self.listener: Callable[[], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -143,6 +147,8 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             self._fail(UpstreamProtocolError(f"bad response from backend: {exc}"))
             if self.transport is not None:
                 self.transport.close()
+        if self.listener is not None and (self.head_done or self.error is not None):
+            self._notify()  # after the whole read: a small answer is complete by now
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost follows
@@ -157,6 +163,7 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         elif not self.complete:
             self._fail(UpstreamClosed("backend closed the connection"))
         self._release_drain()
+        self._notify()
         # the parser and the transport point back at us: without these cycles a closed
         # connection is freed by reference counting, not left to the garbage collector
         self._parser = None
@@ -183,7 +190,8 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
             self.headers = []
             self.reason = ""
             return
-        self.head_at, self.head_cpu = time.perf_counter(), busy_clock()
+        if self.measured:
+            self.head_at, self.head_cpu = time.perf_counter(), busy_clock()
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         length = framed = False
@@ -295,6 +303,34 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
         """The first-byte deadline passed."""
         self._timed_out = True
         self._wake()
+        self._notify()
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out
+
+    def listen(self, listener: Callable[[], None], within: float) -> None:
+        """`read_head()` without a coroutine (the fast path, lb/fastpath.py): `listener` is
+        called once, at the end of the read that brought the response head (a small answer
+        is then complete too), or when the connection fails or closes, or when `within`
+        seconds pass without a head (`timed_out`)."""
+        self.listener = listener
+        if self._deadlines is not None:
+            self._deadlines.arm(self, within)
+        else:
+            self._timer = self._loop.call_later(within, self.expire)
+
+    def _notify(self) -> None:
+        listener = self.listener
+        if listener is None:
+            return
+        self.listener = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        elif self._deadlines is not None:
+            self._deadlines.disarm(self)
+        listener()
 
     async def read_chunk(self) -> bytes:
         """The next piece of the response body; b"" at its end."""
@@ -313,9 +349,12 @@ class UpstreamConnection(WriteFlow, asyncio.Protocol):
                 raise self.error
             await self._wait()
 
-    def sent(self) -> None:
-        """The request head was just written (`backend_latency()` counts from here)."""
-        self.sent_at, self.sent_cpu = time.perf_counter(), busy_clock()
+    def sent(self, measure: bool) -> None:
+        """The request head was just written; `measure`: `backend_latency()` counts from
+        here (two clock reads at each end, one a system call: not for every request)."""
+        self.measured = measure
+        if measure:
+            self.sent_at, self.sent_cpu = time.perf_counter(), busy_clock()
 
     def backend_latency(self) -> float:
         """Seconds the backend took to answer, as the admitter must see it (lb/overload.py).

@@ -48,6 +48,10 @@ MIN_RTT_SMOOTHING: Final = 0.2
 MAX_MIN_RTT_RISE: Final = 1.5
 FIRST_PROBE: Final = 0.2  # the first probe comes after this share of the probe interval
 PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
+# Outside a probe at most one attempt in this many seconds has its latency measured:
+# measuring costs two clock reads at each end, one a system call (lb/http/upstream.py), and
+# a window's median needs dozens of samples, not thousands.
+SAMPLE_GAP: Final = 0.002
 
 
 def median(values: list[float]) -> float:
@@ -63,6 +67,7 @@ class GradientLimit:
 
     __slots__ = (
         "_clock",
+        "_last_measured",
         "_max_in_flight",
         "_next_probe",
         "_probe",
@@ -110,6 +115,7 @@ class GradientLimit:
         self.sample_rtt = 0.0
         self._samples: list[float] = []
         self._max_in_flight = 0
+        self._last_measured = -math.inf
         self._window_end = clock() + window
         self._probe = False
         self._saved = float(ceiling)  # the limit to return to after a probe
@@ -126,6 +132,14 @@ class GradientLimit:
     @property
     def probing(self) -> bool:
         return self._probe
+
+    def wants_sample(self, now: float) -> bool:
+        """Should the attempt starting `now` be measured? Every one during a probe (it
+        needs its samples quickly), else one per SAMPLE_GAP."""
+        if self._probe or now - self._last_measured >= SAMPLE_GAP:
+            self._last_measured = now
+            return True
+        return False
 
     def in_flight(self, count: int) -> None:
         """Tell the limit how many requests are in flight (at each send)."""

@@ -115,7 +115,7 @@ def answered_after(wait: Any) -> float:
     async def main() -> float:
         conn = UpstreamConnection(asyncio.get_running_loop())
         conn.begin()
-        conn.sent()
+        conn.sent(measure=True)
         wait()
         conn.data_received(RESPONSE)
         assert conn.head_done

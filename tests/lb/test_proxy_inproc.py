@@ -1,6 +1,6 @@
 """The proxy in-process over in-memory backends (lb/http/memory.py): retries, the retry
 budget, the breaker, ejection, malformed backend answers and a crashing handler, each in
-milliseconds. The process tests (test_proxy.py, test_resilience.py) prove the real sockets.
+milliseconds, with the fast path on and off. The process tests (test_proxy.py, test_resilience.py) prove the real sockets.
 """
 
 from __future__ import annotations
@@ -11,9 +11,16 @@ from collections.abc import Callable
 import pytest
 
 from lb.http.memory import MemoryRequest, Reply, respond
+from tests.support import inproc
 from tests.support.inproc import InProcessLb, statuses
 
 GET = b"GET /api/tours/ HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture(autouse=True, params=["1", "0"], ids=["fast-path", "coroutine-path"])
+def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here on both request paths: the fast path (lb/fastpath.py) and without it."""
+    monkeypatch.setitem(inproc.DEFAULT_ENV, "LB_FAST_PATH", request.param)
 
 
 def always(reply: Reply) -> Callable[[MemoryRequest], Reply]:
@@ -168,10 +175,10 @@ async def test_a_kept_alive_connection_is_reused_when_clean() -> None:
 async def test_a_crashing_handler_is_a_500_json_not_a_hang() -> None:
     lb = InProcessLb([ok("b0")])
 
-    async def crash(*args: object) -> object:
+    def crash(*args: object) -> object:
         raise RuntimeError("boom")
 
-    lb.proxy._handle = crash  # type: ignore[method-assign]
+    lb.proxy.resolver.resolve = crash  # type: ignore[method-assign]
     raw = await lb.send(GET)
     assert statuses(raw) == [500] and body_of(raw)["code"] == "internal_error"
     assert b"Connection: close" in raw

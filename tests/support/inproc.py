@@ -14,7 +14,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from lb.config import load_settings
+from lb.admission.service import build_admission
+from lb.config import admission_options, load_settings
+from lb.fastpath import FastPath
 from lb.http.connection import ClientConnection, ClientLimits
 from lb.http.memory import Handler, MemoryBackend, MemoryUpstream
 from lb.identity import ClientResolver
@@ -68,13 +70,21 @@ class _ClientTransport(asyncio.Transport):
         return 0
 
 
+# settings every InProcessLb starts from (a test module may set LB_FAST_PATH here to run
+# its tests on both request paths)
+DEFAULT_ENV: dict[str, str] = {}
+
+
 class InProcessLb:
     """A proxy over in-memory backends named b0, b1, ... (their pool names)."""
 
-    def __init__(self, handlers: list[Handler], **env: str) -> None:
+    def __init__(self, handlers: list[Handler], *, admission: bool = False, **env: str) -> None:
+        """`admission`: in-process buckets as BUCKET_CAPACITY / LEAK_RATE / LB_RATE_RULES say
+        (else none)."""
         names = [f"127.0.0.1:{9001 + i}" for i in range(len(handlers))]
+        backends = ",".join(f"http://{n}" for n in names)
         self.settings = load_settings(
-            {"LB_BACKENDS": ",".join(f"http://{n}" for n in names), "LB_SEED": "1", **env}
+            {"LB_BACKENDS": backends, "LB_SEED": "1", **DEFAULT_ENV, **env}
         )
         self.clock = FakeClock()
         self.backends = {n: MemoryBackend(h) for n, h in zip(names, handlers, strict=True)}
@@ -86,17 +96,21 @@ class InProcessLb:
             replace(proxy_options(s), access_log=False),
             pool=self.pool,
             upstream=MemoryUpstream(self.backends),
-            admission=None,
+            admission=build_admission(admission_options(s), CollectorRegistry())
+            if admission
+            else None,
             metrics=self.metrics,
             resolver=ClientResolver(s.trusted_proxies),
             rng=random.Random(2),
             loop=loop,
         )
+        self.fast = FastPath(self.proxy) if s.fast_path else None
         self.server = Server(
             self.proxy,
             ClientLimits(s.max_header_bytes, s.header_timeout),
             loop=loop,
-            on_protocol_error=self.proxy.protocol_error,
+            on_protocol_error=self.proxy.ledger.protocol_error,
+            take=self.fast.take if self.fast is not None else None,
         )
 
     def backend(self, index: int) -> MemoryBackend:
@@ -121,9 +135,9 @@ class InProcessLb:
         async with asyncio.timeout(within):
             while not transport.closed.done():
                 await asyncio.sleep(0)
-                if not conn.busy and not conn._queue and self.proxy.in_flight == 0:
+                if not conn.busy and not conn._queue and self.proxy.ledger.in_flight == 0:
                     await asyncio.sleep(0.01)
-                    if not conn.busy and self.proxy.in_flight == 0:
+                    if not conn.busy and self.proxy.ledger.in_flight == 0:
                         break
         if not transport.closed.done():
             transport.close()

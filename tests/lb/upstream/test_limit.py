@@ -138,3 +138,17 @@ def test_a_probe_raises_min_rtt_by_half_at_most() -> None:
             limit.sample(0.2, limit.limit)
         probe(limit, clock, 0.2)
         assert limit.min_rtt == pytest.approx(expected)
+
+
+def test_measures_one_attempt_per_sample_gap_but_every_one_while_probing() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    # 10,000 attempts a second: one in 20 is measured (SAMPLE_GAP = 2 ms)
+    wanted = 0
+    for _ in range(1000):
+        clock.advance(0.0001)
+        wanted += limit.wants_sample(clock.now)
+    assert 45 <= wanted <= 55
+    start(limit, clock)
+    assert limit.probing
+    assert all(limit.wants_sample(clock.now) for _ in range(20))
