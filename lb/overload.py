@@ -217,20 +217,23 @@ class Admitter:
 
     def _take(self, klass: str, tried: Collection[Backend]) -> Backend | None:
         pool = self.pool
+        pool.return_expired()
         limits = self.limits
         total = 0
-        full: list[Backend] = list(tried)
+        room: set[Backend] = set()  # eligible, under its limit, not tried yet
         for b in pool.backends:
-            limit = self.limit_of(b).limit
+            limit = (limits.get(b) or self.limit_of(b)).limit
             if eligible(b):
                 total += limit
-            if b.outstanding >= limit:
-                full.append(b)
+                if b.outstanding < limit and b not in tried:
+                    room.add(b)
         if klass != CRITICAL and self.critical_reserve > 0:
             reserved = round(total * self.critical_reserve)
             if pool.in_flight >= total - reserved:
                 return None
-        backend = pool.pick(full) if full else pool.pick()
+        if not room:
+            return None
+        backend = pool.pick_among(room)
         if backend is not None:
             limits[backend].in_flight(backend.outstanding)
         return backend

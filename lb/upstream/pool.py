@@ -215,7 +215,7 @@ class Pool:
     def pick(self, exclude: Collection[Backend | str] = frozenset()) -> Backend | None:
         """Choose and reserve a backend, skipping `exclude` (backends or their names, e.g.
         the ones this request already tried). None: no eligible backend."""
-        self._return_expired()
+        self.return_expired()
         if exclude:
 
             def allowed(b: Backend) -> bool:
@@ -224,6 +224,15 @@ class Pool:
             backend = self._balancer.choose(self.backends, allowed)
         else:
             backend = self._balancer.choose(self.backends, eligible)
+        return self._reserve(backend)
+
+    def pick_among(self, candidates: set[Backend]) -> Backend | None:
+        """`pick()` among `candidates`, which the caller found eligible just now (after
+        `return_expired()`): the admitter's scan, without a second one. (The balancer still
+        walks the whole pool, for round robin's order; membership is a C-level test.)"""
+        return self._reserve(self._balancer.choose(self.backends, candidates.__contains__))
+
+    def _reserve(self, backend: Backend | None) -> Backend | None:
         if backend is None or not backend.breaker.acquire():
             return None
         self._picks += 1
@@ -357,7 +366,7 @@ class Pool:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Per-backend state for /status (JSON-serialisable)."""
-        self._return_expired()
+        self.return_expired()
         now = self._clock()
         rows = []
         for b in self.backends:
@@ -404,7 +413,7 @@ class Pool:
         )
         self._events.ejected(backend.name, reason)
 
-    def _return_expired(self) -> None:
+    def return_expired(self) -> None:
         # Without active checks nothing would ever vouch for an ejected backend: it then
         # returns when its ejection time is over.
         if self.active_checks:
