@@ -1,7 +1,8 @@
 """gunicorn settings of a backend replica: threaded workers, sizes and address from the env.
 
 GUNICORN_WORKERS (default 2), GUNICORN_THREADS (default 4), GUNICORN_BIND (else 0.0.0.0:$PORT,
-else 127.0.0.1:8000), GUNICORN_TIMEOUT (default 30 s). With several workers, the Prometheus
+else 127.0.0.1:8000), GUNICORN_TIMEOUT (default 30 s), GUNICORN_NICE (default 0: added to
+each worker's niceness, so that on a host shared with the lb the lb runs first). With several workers, the Prometheus
 client runs in multiprocess mode so one scrape of /metrics covers every worker.
 
 The Django settings are checked here, in the master, before any worker starts: a missing
@@ -27,6 +28,17 @@ def _int(name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r}: expected a positive integer") from None
     if value < 1:
         raise SystemExit(f"{name}={raw!r}: expected a positive integer")
+    return value
+
+
+def _nice(name: str) -> int:
+    raw = os.environ.get(name, "").strip() or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r}: expected a whole number from 0 to 19") from None
+    if not 0 <= value <= 19:
+        raise SystemExit(f"{name}={raw!r}: expected a whole number from 0 to 19")
     return value
 
 
@@ -73,6 +85,14 @@ _OWN_PROM_DIR: str | None = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _OWN_PROM_DIR = tempfile.mkdtemp(prefix="backend-prom-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_PROM_DIR
+
+
+_NICENESS = _nice("GUNICORN_NICE")
+
+
+def post_fork(server, worker) -> None:  # type: ignore[no-untyped-def]
+    if _NICENESS:
+        os.nice(_NICENESS)
 
 
 def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]

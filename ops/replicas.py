@@ -13,6 +13,12 @@ from pathlib import Path
 
 from ops.processes import Process
 
+# Every stack started from here runs its replicas on the lb's host. Past capacity the
+# replicas' threads would take every CPU, and the lb's answers, its 503s included, would
+# wait behind them in the run queue: seconds at 10x (docs/resilience.md). Niceness 5 lets
+# the lb (and the data stores) run first; the replicas get all the CPU they leave.
+REPLICA_NICE = 5
+
 GUNICORN_ARGV = (sys.executable, "-m", "gunicorn", "-c", "backend/gunicorn.conf.py", "backend.wsgi")
 
 
@@ -26,12 +32,14 @@ def replica_env(
     debug: bool = False,
     workers: int = 1,
     threads: int = 4,
+    nice: int = REPLICA_NICE,
     **extra: str,
 ) -> dict[str, str]:
     """The environment of a replica and of `python -m backend ...` on these data stores.
 
     REDIS_URL is "" without Redis (the in-process cache); `extra` adds or overrides variables
-    (EMAIL_BACKEND, BACKEND_LOG_LEVEL, ...).
+    (EMAIL_BACKEND, BACKEND_LOG_LEVEL, ...). `nice`: the replicas' workers run at this
+    niceness (GUNICORN_NICE).
     """
     return {
         "DATABASE_URL": database_url,
@@ -43,6 +51,7 @@ def replica_env(
         "BACKEND_VAR_DIR": str(var_dir),
         "GUNICORN_WORKERS": str(workers),
         "GUNICORN_THREADS": str(threads),
+        "GUNICORN_NICE": str(nice),
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
