@@ -3,7 +3,8 @@
 A closed-loop client (N users, each waiting for its answer) slows down with the server and
 so never sees an overload; an open-loop one keeps offering the same rate, as real crowds do.
 Each request is (class, method, path, headers, body); results keep the status, the latency,
-the error code of an lb answer and its Retry-After.
+the error code of an lb answer and its Retry-After. The requests go out through the lean
+client of ops/bench/rawclient.py, so the generator keeps its schedule far past capacity.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+from ops.bench.rawclient import ClientError, RawClient
 
 Job = tuple[str, str, str, dict[str, str], bytes | None]  # class, method, path, headers, body
 
@@ -40,40 +42,38 @@ async def run_open_loop(
 ) -> list[Result]:
     """Offer `rate` requests per second for `duration` seconds; every answer is awaited."""
     results: list[Result] = []
-    connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    client_timeout = aiohttp.ClientTimeout(total=request_timeout)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=client_timeout, auto_decompress=False
-    ) as session:
+    address = urlsplit(base_url)
+    client = RawClient(address.hostname or "127.0.0.1", address.port or 80, timeout=request_timeout)
+    try:
 
         async def one(job: Job, due: float) -> None:
             klass, method, path, headers, body = job
             started = time.monotonic()
             try:
-                async with session.request(
-                    method, base_url + path, headers=headers, data=body
-                ) as resp:
-                    payload = await resp.read()
-                    code = ""
-                    if resp.status >= 400:
-                        try:
-                            code = str(json.loads(payload).get("code", ""))
-                        except (ValueError, AttributeError):
-                            code = ""
-                    results.append(
-                        Result(
-                            klass,
-                            resp.status,
-                            time.monotonic() - started,
-                            code,
-                            resp.headers.get("Retry-After"),
-                            started - due,
-                        )
-                    )
-            except (aiohttp.ClientError, TimeoutError, OSError):
+                answer = await client.request(method, path, headers, body)
+            except (ClientError, TimeoutError, OSError):
                 results.append(Result(klass, 0, time.monotonic() - started, "transport"))
+                return
+            code = ""
+            if answer.status >= 400:
+                try:
+                    code = str(json.loads(answer.body).get("code", ""))
+                except (ValueError, AttributeError):
+                    code = ""
+            results.append(
+                Result(
+                    klass,
+                    answer.status,
+                    time.monotonic() - started,
+                    code,
+                    answer.headers.get("retry-after"),
+                    started - due,
+                )
+            )
 
         await open_loop(rate, duration, lambda i, due: one(make_job(i), due))
+    finally:
+        await client.close()
     return results
 
 

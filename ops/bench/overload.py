@@ -32,12 +32,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import uvloop
 
 from ops.bench.bookings import Bench as StackBench
 from ops.bench.bookings import seed
 from ops.bench.common import Bench, launch_lb
 from ops.bench.load import cpu_seconds
 from ops.bench.openloop import open_loop, percentile
+from ops.bench.rawclient import ClientError, RawClient
 from ops.servers import RedisServer, free_port
 
 HAPROXY = shutil.which("haproxy") or (
@@ -177,6 +181,8 @@ class Client:
 
     def __init__(self, base: str, seeded: dict[str, Any], checkout: float) -> None:
         self.base = base
+        address = urlsplit(base)
+        self.host, self.port = address.hostname or "127.0.0.1", address.port or 80
         self.tokens: list[str] = list(seeded["tokens"])
         self.hot: list[str] = seeded["tours"][:3]
         self.tours: list[str] = seeded["tours"]
@@ -197,22 +203,20 @@ class Client:
         token: str = "",
         body: dict[str, Any] | None = None,
     ) -> tuple[int, Any, str | None]:
-        import aiohttp
-
         headers = {"X-Forwarded-For": self.ip(i), "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        data: bytes | None = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
         started = time.monotonic()
         try:
-            async with self.session.request(
-                method, self.base + path, headers=headers, json=body
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            answer = await self.session.request(method, path, headers, data)
+        except (ClientError, TimeoutError, OSError):
             run.other += 1
             return 0, None, None
+        status, data, retry_after = answer.status, answer.body, answer.headers.get("retry-after")
         seconds = time.monotonic() - started
         payload: Any = None
         if data[:1] == b"{":
@@ -270,12 +274,10 @@ class Client:
 
     async def closed_loop(self, seconds: float, concurrency: int = 64) -> float:
         """Browse capacity: answered 2xx per second with `concurrency` in flight."""
-        import aiohttp
-
         run = Run("capacity", 0)
         stop = time.monotonic() + seconds
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as self.session:
+        self.session = RawClient(self.host, self.port)
+        try:
 
             async def user(u: int) -> None:
                 n = 0
@@ -292,15 +294,18 @@ class Client:
             began = time.monotonic()
             await asyncio.gather(*(user(u) for u in range(concurrency)))
             run.seconds = time.monotonic() - began
+        finally:
+            await self.session.close()
         return run.goodput
 
     async def open(self, run: Run, rate: float, seconds: float) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=0)
-        timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as self.session:
+        # a lean client (ops/bench/rawclient.py): aiohttp's would need more than a core at
+        # 10x and measure its own lag
+        self.session = RawClient(self.host, self.port, timeout=30)
+        try:
             spent = await open_loop(rate, seconds, lambda i, due: self.arrival(run, i))
+        finally:
+            await self.session.close()
         run.offered = int(rate * seconds) / spent
         run.seconds = spent
 
@@ -320,8 +325,8 @@ def bench_proxy(
 ) -> list[Run]:
     base = f"http://127.0.0.1:{port}"
     warm = Client(base, {"tokens": [], "tours": seeded["tours"]}, 0)
-    asyncio.run(warm.closed_loop(3.0))
-    capacity = capacities[name] = asyncio.run(warm.closed_loop(8.0))
+    uvloop.run(warm.closed_loop(3.0))
+    capacity = capacities[name] = uvloop.run(warm.closed_loop(8.0))
     print(f"{name}: capacity {capacity:.0f} req/s (closed loop, 64 in flight, browse)", flush=True)
     if name == "lb-cache" and "lb" in capacities:
         # the same offered loads as the uncached lb: the cache's gain shows as goodput
@@ -332,7 +337,7 @@ def bench_proxy(
     for factor in factors:
         client = Client(base, seeded, args.checkout)
         run = Run(name, factor)
-        asyncio.run(client.open(run, capacity * factor, args.seconds))
+        uvloop.run(client.open(run, capacity * factor, args.seconds))
         seeded["tokens"] = client.tokens  # each user books once
         run.unhealthy = health()
         run.memory_mb = rss_mb(pid)
