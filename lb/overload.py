@@ -8,7 +8,7 @@ queue length:
 * While the queue empties now and then, a waiter may wait up to `queue_delay` (FIFO).
 * Once the queue has been non-empty for a whole `queue_delay`, or a request had to be shed
   (a *standing* queue: arrivals outrun the backends; the verdict lasts while shedding goes
-  on and ten queue delays after), waiting only adds latency: waiters of the normal and low classes
+  on and two queue delays after), waiting only adds latency: waiters of the normal and low classes
   are then served newest first (adaptive LIFO: the newest still have a chance to be
   answered well) and anyone who waited longer than `target` (a tenth of `queue_delay`)
   is shed. So shed answers take milliseconds, and admitted requests carry little lb queue.
@@ -56,7 +56,11 @@ MAX_WAITING: Final = 2048  # a hard bound on waiters per process, whatever the d
 RATE_PERIOD: Final = 0.5  # seconds over which drain and shed rates are sampled
 RATE_SMOOTHING: Final = 0.4
 MAX_RETRY_AFTER: Final = 30
-STANDING_HOLD: Final = 10  # queue delays a standing verdict lasts after the last shed
+# Queue delays a standing verdict lasts after the last shed. Long enough to bridge the
+# moments a queue under real overload empties; short, because at moderate load a stray shed
+# in a burst makes one too, and while it lasts every normal request's patience is `target`:
+# with 10 (one second) the bench shed ~5% at 0.8x capacity, the sheds feeding the verdict.
+STANDING_HOLD: Final = 2
 
 
 class _Waiter:

@@ -5,6 +5,8 @@ the backend (1 worker x 8 threads each, as `ops up` runs them), seeds tours and 
 tokens, then, for each proxy in front of the same replicas:
 
   lb        `python -m lb` (Redis buckets, LB_TRUSTED_PROXIES=127.0.0.1/32), no tuning
+  lb-local  the same with in-process buckets (no REDIS_URL), as `ops up` runs it without
+            --redis: no Redis round trip, and its bodiless requests take the fast path
   lb-cache  the lb with its micro-cache on (LB_CACHE_BYTES), driven at multiples of the
             uncached lb's capacity: what the platform does with browse traffic on sale day
   haproxy   HAProxy with the usual hand-tuned protection: `maxconn` per server + `timeout queue`
@@ -81,7 +83,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=12.0, help="length of each run")
     parser.add_argument("--checkout", type=float, default=0.1, help="share of checkout arrivals")
     parser.add_argument("--factors", default=",".join(str(f) for f in FACTORS))
-    parser.add_argument("--proxies", default="lb,haproxy", help="any of lb, lb-cache, haproxy")
+    parser.add_argument(
+        "--proxies",
+        default="lb,haproxy",
+        help="any of lb, lb-local (in-process buckets), lb-cache, haproxy",
+    )
     parser.add_argument(
         "--lb-workers",
         type=int,
@@ -403,13 +409,14 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
         for name in proxies:
-            if name in ("lb", "lb-cache"):
+            if name in ("lb", "lb-cache", "lb-local"):
                 port, admin, pid = launch_lb(
                     with_procs,
                     ports,
                     workers=args.lb_workers,
                     env={
-                        "REDIS_URL": redis.url,
+                        # lb-local: buckets in each lb process (and its fast path)
+                        "REDIS_URL": "" if name == "lb-local" else redis.url,
                         "LB_TRUSTED_PROXIES": "127.0.0.1/32",
                         "BUCKET_CAPACITY": "20",
                         "LEAK_RATE": "10",
