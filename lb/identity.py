@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+CACHED_CHAIN = 200  # X-Forwarded-For values up to this length are cached with their answer
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -59,15 +60,22 @@ class ClientResolver:
         return any(addr in net for net in self.trusted)
 
     def resolve(self, peer: str, forwarded_for: str | None = None) -> Client:
-        if not self.trusted or not forwarded_for:
-            # the common case: no proxies in front; cache by peer (bounded)
-            client = self._cache.get(peer)
-            if client is None:
-                client = self._from_peer(peer)
-                if len(self._cache) > 65536:
-                    self._cache.clear()
-                self._cache[peer] = client
-            return client
+        """The client of a request from `peer` with this X-Forwarded-For (a pure function of
+        the two, so answers are cached: bounded, cleared whole when full)."""
+        believed = bool(self.trusted and forwarded_for)
+        if believed and len(forwarded_for or "") > CACHED_CHAIN:
+            return self._walk(peer, forwarded_for)  # a long chain is not kept in memory
+        key = f"{peer}|{forwarded_for}" if believed else peer
+        client = self._cache.get(key)
+        if client is None:
+            client = self._walk(peer, forwarded_for) if believed else self._from_peer(peer)
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            self._cache[key] = client
+        return client
+
+    def _walk(self, peer: str, forwarded_for: str | None) -> Client:
+        assert forwarded_for is not None
         peer_addr = _parse(peer)
         if peer_addr is None or not self.is_trusted(peer_addr):
             return self._from_peer(peer)

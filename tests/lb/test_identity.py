@@ -113,3 +113,16 @@ def test_peer_cache_stays_bounded() -> None:
     for i in range(70000):
         resolver.resolve(f"198.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
     assert len(resolver._cache) <= 65537
+
+
+def test_chains_are_cached_by_peer_and_chain_and_long_ones_are_not_kept() -> None:
+    resolver = ClientResolver(TRUSTED)
+    first = resolver.resolve("10.0.0.1", "198.51.100.7")
+    assert resolver.resolve("10.0.0.1", "198.51.100.7") is first  # answered from the cache
+    # the same chain from an untrusted peer is not believed, whatever was cached before
+    assert resolver.resolve("203.0.113.9", "198.51.100.7").key == "203.0.113.9"
+    assert resolver.resolve("10.0.0.1", "198.51.100.8").key == "198.51.100.8"
+    long_chain = ", ".join(["10.1.1.1"] * 100) + ", 198.51.100.9"
+    before = len(resolver._cache)
+    assert resolver.resolve("10.0.0.1", long_chain).key == "198.51.100.9"
+    assert len(resolver._cache) == before  # a client-written header of any length: not kept

@@ -20,6 +20,18 @@ from tests.lb.conftest import start_lb
 PUBLIC = "public, max-age=1, stale-while-revalidate=5, stale-if-error=300"
 
 
+def caching_lb(base: str, tmp_path: Path) -> Any:
+    """An lb with its micro-cache on in front of the replica at `base`, admission wide open."""
+    env = {
+        "LB_BACKENDS": base,
+        "LB_CACHE_BYTES": "8000000",
+        "BUCKET_CAPACITY": "100000",
+        "LEAK_RATE": "100000",
+        "LB_RATE_RULES": "",
+    }
+    return start_lb(env, tmp_path / "lb.log")
+
+
 def test_public_tour_reads_are_cacheable_and_personal_answers_are_not(
     replicas: ReplicaStarter, backend_env: dict[str, str], api_client: ApiHelpers
 ) -> None:
@@ -164,16 +176,7 @@ def test_a_tour_page_outlives_its_shard_going_down_within_stale_if_error(
     tour = api_client.make_tour(staff)
     while shards.alias_for(tour["id"]) != "shard_1":
         tour = api_client.make_tour(staff)
-    lb = start_lb(
-        {
-            "LB_BACKENDS": base,
-            "LB_CACHE_BYTES": "8000000",
-            "BUCKET_CAPACITY": "100000",
-            "LEAK_RATE": "100000",
-            "LB_RATE_RULES": "",
-        },
-        tmp_path / "lb.log",
-    )
+    lb = caching_lb(base, tmp_path)
     page = f"{lb.url}/api/tours/{tour['id']}/"
     shard = pg_databases["servers"][2]
     try:
@@ -212,21 +215,9 @@ def test_a_stale_tour_list_says_so_through_the_lb(
     tag = f"Stale{uuid.uuid4().hex[:6]}"
     held = {"shard_0": 0, "shard_1": 0}
     while min(held.values()) < 1:
-        held[
-            shards.alias_for(
-                api_client.make_tour(staff, name=f"{tag} {uuid.uuid4().hex[:4]}")["id"]
-            )
-        ] += 1
-    lb = start_lb(
-        {
-            "LB_BACKENDS": base,
-            "LB_CACHE_BYTES": "8000000",
-            "BUCKET_CAPACITY": "100000",
-            "LEAK_RATE": "100000",
-            "LB_RATE_RULES": "",
-        },
-        tmp_path / "lb.log",
-    )
+        tour = api_client.make_tour(staff, name=f"{tag} {uuid.uuid4().hex[:4]}")
+        held[shards.alias_for(tour["id"])] += 1
+    lb = caching_lb(base, tmp_path)
     # with credentials the lb never answers from its cache: each read reaches the replica
     user = api_client.user(base).with_base(lb.url)
     page = f"/api/tours/?search={tag}&page_size=50"
