@@ -141,6 +141,13 @@ class Metrics:
         self.pending = 0
         self._retries: dict[str, Any] = {}
         self._errors: dict[str, Any] = {}
+        self._pending_counts: dict[tuple[str, str], int] = {}
+        # the labelled counters `_count()` batches: children by label, and their metric
+        self._counted: dict[str, tuple[dict[str, Any], Any]] = {
+            "errors": (self._errors, self.lb_errors),
+            "retries": (self._retries, self.retries),
+            "shed": (self._shed, self.shed_total),
+        }
         for name in backends:
             self.breaker_state.labels(name).set(0)
             self.healthy.labels(name).set(1)
@@ -163,6 +170,14 @@ class Metrics:
     def flush(self, in_flight: int) -> None:
         """Hand the counted requests to prometheus_client; `in_flight`: requests now."""
         self.in_flight.set(in_flight)
+        if self._pending_counts:
+            counts, self._pending_counts = self._pending_counts, {}
+            for (kind, label), count in counts.items():
+                children, metric = self._counted[kind]
+                child = children.get(label)
+                if child is None:
+                    child = children[label] = metric.labels(label)
+                child.inc(count)
         if not self.pending:
             return
         requests, self._pending_requests = self._pending_requests, {}
@@ -187,16 +202,17 @@ class Metrics:
             hist._sum.inc(counts[-1])
 
     def lb_error(self, code: str) -> None:
-        child = self._errors.get(code)
-        if child is None:
-            child = self._errors[code] = self.lb_errors.labels(code)
-        child.inc()
+        self._count("errors", code)
 
     def retry(self, reason: str) -> None:
-        child = self._retries.get(reason)
-        if child is None:
-            child = self._retries[reason] = self.retries.labels(reason)
-        child.inc()
+        self._count("retries", reason)
+
+    def _count(self, kind: str, label: str) -> None:
+        """One more of a labelled counter, handed over by `flush()` (each inc() in
+        multiprocess mode checks the PID and writes a mapped file)."""
+        key = (kind, label)
+        self._pending_counts[key] = self._pending_counts.get(key, 0) + 1
+        self.pending += 1
 
     # -- PoolEvents --------------------------------------------------------------------------
 
@@ -264,10 +280,7 @@ class Metrics:
         self._admitted_seen: dict[str, int] = {}
 
     def shed(self, klass: str) -> None:
-        child = self._shed.get(klass)
-        if child is None:
-            child = self._shed[klass] = self.shed_total.labels(klass)
-        child.inc()
+        self._count("shed", klass)
 
     def sync_overload(self, snapshot: dict[str, Any]) -> None:
         """Refresh the overload gauges from `Admitter.snapshot()`."""
