@@ -1,6 +1,7 @@
 """A replica's own defences: no secret key, no start (one line); Secure cookies behind a TLS
 front; Django's technical pages never through the public lb; request heads as large as the lb
-lets through are accepted (the lb, not gunicorn's HTML, answers oversized ones)."""
+lets through are accepted (the lb, not gunicorn's HTML, answers oversized ones); the workers
+yield the CPU to the lb (GUNICORN_NICE)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from ops.processes import descendants
 from tests.support.net import free_port
 from tests.support.processes import ROOT, python
 
@@ -131,3 +133,36 @@ def test_request_heads_as_large_as_the_lb_allows_are_accepted(debug_base: str) -
     many = {f"X-Field-{i}": "v" for i in range(600)}
     status, ctype, _ = _raw_get(debug_base, many)
     assert status == 200 and "json" in ctype
+
+
+def test_replica_workers_run_niced_so_the_lb_on_their_host_runs_first(
+    module_replicas: Any,
+) -> None:
+    """Past capacity the replicas' threads would take every core and the lb's answers, its
+    503s included, would queue behind them (seconds at 10x in the overload bench)."""
+    module_replicas(1)
+    master = module_replicas.processes[-1].pid
+    workers = descendants(master)
+    assert workers
+    base = os.getpriority(os.PRIO_PROCESS, master)
+    assert [os.getpriority(os.PRIO_PROCESS, w) for w in workers] == [min(19, base + 5)] * len(
+        workers
+    )
+
+
+def test_a_bad_niceness_stops_the_replica_with_one_line(module_backend_env: dict[str, str]) -> None:
+    env = {**os.environ, **module_backend_env, "GUNICORN_NICE": "-5"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["GUNICORN_BIND"] = f"127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        python("-m", "gunicorn", "-c", "backend/gunicorn.conf.py", "backend.wsgi"),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "GUNICORN_NICE='-5': expected a whole number from 0 to 19"
+    ]
