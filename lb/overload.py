@@ -64,7 +64,7 @@ STANDING_HOLD: Final = 2
 
 
 class _Waiter:
-    __slots__ = ("enqueued", "future", "klass", "tried")
+    __slots__ = ("enqueued", "future", "klass", "transient", "tried")
 
     def __init__(
         self,
@@ -72,8 +72,10 @@ class _Waiter:
         klass: str,
         tried: Collection[Backend],
         enqueued: float,
+        transient: bool,
     ) -> None:
         self.future, self.klass, self.tried, self.enqueued = future, klass, tried, enqueued
+        self.transient = transient  # it began waiting while the queue was not standing
 
 
 class _Rate:
@@ -162,7 +164,7 @@ class Admitter:
         if self.waiting >= MAX_WAITING:
             raise self._shed(klass, now)
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), klass, tried, now)
+        waiter = _Waiter(loop.create_future(), klass, tried, now, not standing)
         self._queues[klass].append(waiter)
         self.waiting += 1
         if self._busy_since is None:
@@ -219,14 +221,19 @@ class Admitter:
             )
         return limit
 
-    def _take(self, klass: str, tried: Collection[Backend]) -> Backend | None:
+    def _take(
+        self, klass: str, tried: Collection[Backend], *, past_probes: bool = False
+    ) -> Backend | None:
+        """A backend with room under its limit, its slot reserved. `past_probes`: a limit
+        probing its floor counts at the limit it had before the probe."""
         pool = self.pool
         pool.return_expired()
         limits = self.limits
         total = 0
         room: set[Backend] = set()  # eligible, under its limit, not tried yet
         for b in pool.backends:
-            limit = (limits.get(b) or self.limit_of(b)).limit
+            gradient = limits.get(b) or self.limit_of(b)
+            limit = gradient.unprobed_limit if past_probes else gradient.limit
             if eligible(b):
                 total += limit
                 if b.outstanding < limit and b not in tried:
@@ -336,9 +343,20 @@ class Admitter:
             self._busy_since = None
 
     def _expire(self, waiter: _Waiter) -> None:
-        if not waiter.future.done():
+        if waiter.future.done():
+            return
+        now = self._clock()
+        backend = None
+        if waiter.transient:
+            # its wait began in a passing crowd, not a standing queue: a limit that is only
+            # probing its floor (a measurement, not the backend's verdict) gives way rather
+            # than shed it; the probe ignores answers sent above its floor
+            backend = self._take(waiter.klass, waiter.tried, past_probes=True)
+        if backend is None:
             self._gone(waiter)
-            waiter.future.set_result(None)
+        else:
+            self._served(waiter, now)
+        waiter.future.set_result(backend)
 
     # -- observability ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ concurrency-limits' habits where they help a small fleet:
   small queue there so it never idles between answers.
 * A window in which in-flight never came near the limit does not raise it (the limit
   would otherwise grow without bound while idle: Netflix's "app-limited" rule), and moves
-  it towards twice the in-flight actually used.
+  it towards twice the in-flight actually used, or that plus IDLE_HEADROOM if more.
 * A timeout is a drop: the limit backs off by 10% (AIMD's decrease).
 * A window faster than minRTT pulls minRTT down a fifth of the way: a probe that ran while
   the host was busy (replicas sharing cores) must not leave the limit inflated until the
@@ -52,6 +52,7 @@ PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the inter
 # measuring costs two clock reads at each end, one a system call (lb/http/upstream.py), and
 # a window's median needs dozens of samples, not thousands.
 SAMPLE_GAP: Final = 0.002
+IDLE_HEADROOM: Final = 4  # requests above the use an app-limited limit keeps room for
 
 
 def median(values: list[float]) -> float:
@@ -130,6 +131,13 @@ class GradientLimit:
         return max(self.floor, min(self.ceiling, int(self.estimate)))
 
     @property
+    def unprobed_limit(self) -> int:
+        """`limit` as it is outside a probe (the one a probe returns to, before halving)."""
+        return max(
+            self.floor, min(self.ceiling, int(self._saved if self._probe else self.estimate))
+        )
+
+    @property
     def probing(self) -> bool:
         return self._probe
 
@@ -200,8 +208,12 @@ class GradientLimit:
         if busy < limit / 2:
             # app-limited: too little traffic to learn that more would be fine, and a limit
             # far above what is used protects nothing (a fresh limit starts at the ceiling):
-            # keep it within twice the use; the gradient grows it again when traffic comes
-            new = min(new, limit, max(float(self.floor), 2.0 * busy))
+            # keep it within twice the use, with room for a small burst above that (at
+            # two requests in flight a limit of two turned a light burst meeting a slow
+            # moment, a restarted replica or a Redis timeout, into 503s); the gradient
+            # grows it again when traffic comes
+            room = max(2.0 * busy, busy + IDLE_HEADROOM)
+            new = min(new, limit, max(float(self.floor), room))
         new = limit + SMOOTHING * (new - limit)
         self.estimate = min(float(self.ceiling), max(float(self.floor), new))
 

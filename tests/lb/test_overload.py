@@ -126,3 +126,35 @@ async def test_a_backend_added_live_gets_a_limit_and_takes_slots() -> None:
     assert sorted(row["name"] for row in admitter.snapshot()["backends"]) == sorted(
         b.name for b in pool.backends
     )
+
+
+async def test_a_limit_probing_its_floor_gives_way_to_a_wait_that_ran_out() -> None:
+    """A probe pins a limit at its floor to measure the backend unloaded: a measurement, not
+    the backend's verdict. A request whose wait began outside a standing queue and ran out
+    during it gets a slot under the limit from before the probe, not a 503; one that began
+    waiting in a standing queue is shed as before."""
+    pool = Pool.from_settings(settings(1), rng=random.Random(1))
+    admitter = Admitter(
+        pool,
+        classifier=Classifier(parse_priority_rules(DEFAULT_PRIORITY_RULES)),
+        clock=time.monotonic,
+        rng=random.Random(2),
+        floor=1,
+        ceiling=4,
+        queue_delay=0.05,
+        critical_reserve=0.0,
+    )
+    (backend,) = pool.backends
+    limit = admitter.limits[backend]
+    limit._start_probe()  # as `sample()` starts one when the probe interval is up
+    assert limit.probing and limit.limit == 1 and limit.unprobed_limit == 4
+    held = await admitter.acquire("normal")
+    started = time.monotonic()
+    assert await admitter.acquire("normal") is backend  # waited its 50 ms, then given way
+    assert 0.04 <= time.monotonic() - started < 0.5
+    assert backend.outstanding == 2 and admitter.waiting == 0 and admitter.shed["normal"] == 0
+    # a standing queue (a shed just happened): the same wait is shed
+    admitter._standing_until = time.monotonic() + 10
+    with pytest.raises(Overloaded):
+        await admitter.acquire("normal")
+    pool.finish(held, Outcome.OK)

@@ -402,6 +402,14 @@ def stop_and_restart_a_shard(stack: ChaosStack, load: Load) -> Fault:
     return fault
 
 
+def lb_lines(stack: ChaosStack, word: str) -> list[str]:
+    """The lb's log lines that mention `word` (for a failure's message)."""
+    lines: list[str] = []
+    for log in sorted((stack.var / "log").glob("lb*.log")):
+        lines += [line for line in log.read_text(errors="replace").splitlines() if word in line]
+    return lines[-20:]
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -494,7 +502,7 @@ def test_the_stack_degrades_and_recovers_under_load(home: Path) -> None:
         kinds = Counter(classify(r, shard_down) for r in results)
         allowed = {"ok", "partial", "stale", "shard_503"}
         bad = [r for r in results if classify(r, shard_down) not in allowed | {"rate_limited"}]
-        assert not bad, f"{kinds}; first failures: {bad[:5]}"
+        assert not bad, f"{kinds}; first failures: {bad[:5]}; lb: {lb_lines(stack, 'overload')}"
         # the lb's admission let this polite load through (each user under its own rate)
         assert kinds["rate_limited"] <= len(results) // 100, kinds
         # every booking and payment got a definite answer (no 5xx from the lb, no silence)

@@ -152,3 +152,13 @@ def test_measures_one_attempt_per_sample_gap_but_every_one_while_probing() -> No
     start(limit, clock)
     assert limit.probing
     assert all(limit.wants_sample(clock.now) for _ in range(20))
+
+
+def test_an_app_limited_limit_keeps_room_for_a_small_burst() -> None:
+    clock = FakeClock()
+    limit = make(clock)
+    for _ in range(500):
+        limit.in_flight(1)  # one request at a time: light traffic
+        clock.advance(0.01)
+        limit.sample(0.01, 1)
+    assert limit.limit == 5  # one in use, and room for four more (twice the use would be 2)
