@@ -22,22 +22,30 @@ from tests.support.processes import ROOT, python
 pytestmark = [pytest.mark.postgres, pytest.mark.processes]
 
 
-@pytest.mark.parametrize("debug", ["0", "1"])
-def test_a_replica_without_a_secret_key_exits_with_one_line(
-    module_backend_env: dict[str, str], debug: str
-) -> None:
-    env = {**os.environ, **module_backend_env, "DJANGO_DEBUG": debug}
-    env.pop("DJANGO_SECRET_KEY")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["GUNICORN_BIND"] = f"127.0.0.1:{free_port()}"
-    done = subprocess.run(
+def gunicorn_alone(
+    env: dict[str, str], unset: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """A replica started with `env` (over this process's, less `unset`) on a free port, run
+    until it exits (at most 60 s): for settings that must stop it at once."""
+    full = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{free_port()}"}
+    for name in (*unset, "PROMETHEUS_MULTIPROC_DIR"):
+        full.pop(name, None)
+    return subprocess.run(
         python("-m", "gunicorn", "-c", "backend/gunicorn.conf.py", "backend.wsgi"),
-        env=env,
+        env=full,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_a_replica_without_a_secret_key_exits_with_one_line(
+    module_backend_env: dict[str, str], debug: str
+) -> None:
+    assert "DJANGO_SECRET_KEY" in module_backend_env
+    done = gunicorn_alone({**module_backend_env, "DJANGO_DEBUG": debug}, ("DJANGO_SECRET_KEY",))
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -151,17 +159,7 @@ def test_replica_workers_run_niced_so_the_lb_on_their_host_runs_first(
 
 
 def test_a_bad_niceness_stops_the_replica_with_one_line(module_backend_env: dict[str, str]) -> None:
-    env = {**os.environ, **module_backend_env, "GUNICORN_NICE": "-5"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["GUNICORN_BIND"] = f"127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        python("-m", "gunicorn", "-c", "backend/gunicorn.conf.py", "backend.wsgi"),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = gunicorn_alone({**module_backend_env, "GUNICORN_NICE": "-5"})
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
         "GUNICORN_NICE='-5': expected a whole number from 0 to 19"
