@@ -87,13 +87,14 @@ class Runtime:
             cache=self.cache,
             admitter=self.admitter,
         )
+        self.fast = FastPath(self.proxy) if settings.fast_path else None
         self.server = Server(
             self.proxy,
             ClientLimits(settings.max_header_bytes, settings.header_timeout),
             loop=loop,
             on_protocol_error=self.proxy.ledger.protocol_error,
             deadlines=self.deadlines,
-            take=FastPath(self.proxy).take if settings.fast_path else None,
+            take=self.fast.take if self.fast is not None else None,
         )
         self._sync_task: asyncio.Task[None] | None = None
         self.on_tick: list[Callable[[], None]] = []
@@ -172,6 +173,9 @@ class Runtime:
             "top_rejected": self.admission.top_rejected(10),
             "cache": None if self.cache is None else self.cache.snapshot(),
             "overload": self.overload_snapshot(),
+            "fast_path": None
+            if self.fast is None
+            else {"taken": self.fast.taken, "relayed": self.fast.relayed},
         }
 
     def overload_snapshot(self) -> dict[str, Any]:

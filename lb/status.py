@@ -48,10 +48,15 @@ class StatusBoard:
         backends: dict[str, dict[str, Any]] = {}
         answered: dict[str, int] = {}
         in_flight = 0
+        fast: dict[str, int] | None = None
         admission: dict[str, Any] = {}
         rejected: dict[str, int] = {}
         for snap in snapshots:
             in_flight += snap.get("in_flight", 0)
+            if snap.get("fast_path") is not None:
+                fast = fast or {"taken": 0, "relayed": 0}
+                for key in ("taken", "relayed"):
+                    fast[key] += snap["fast_path"][key]
             admission = admission or snap.get("admission", {})
             for key, count in snap.get("top_rejected", []):
                 rejected[key] = rejected.get(key, 0) + count
@@ -93,6 +98,8 @@ class StatusBoard:
             "rate_per_second": round(sum(rates.values()), 2),
             "rates_per_second": rates,
             "answered": answered,
+            # requests the fast path started, and answered whole by callback (None: off)
+            "fast_path": fast,
             "per_worker": per_worker,
             "backends": list(backends.values()),
             "admission": admission,
