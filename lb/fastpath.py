@@ -70,19 +70,19 @@ class FastPath:
         if admission is not None and not admission.synchronous:
             return False
         self.taken += 1
-        started = proxy.begin()
+        started = proxy.ledger.begin()
         rid = h.request_id(request.header(b"x-request-id"), proxy.rng)
         try:
             self._start(request, client, rid, started)
         except LbError as exc:  # a refusal: answered at once
             keep = proxy.send_error(request, client, exc, rid)
-            proxy.account(request, rid, started, exc.status, NO_BACKEND)
+            proxy.ledger.account(request, rid, started, exc.status, NO_BACKEND)
             client.done(request, keep and not proxy.draining)
         except Exception:  # a bug: the same 500 the coroutine path's task would write
             log.exception("request handler failed")
             if not client.response_started and not client.closed:
                 client.write(render_error(LbError(), ((h.X_REQUEST_ID, rid),), close=True))
-            proxy.account(request, rid, started, 500, NO_BACKEND)
+            proxy.ledger.account(request, rid, started, 500, NO_BACKEND)
             client.done(request, False)
         return True
 
@@ -161,11 +161,11 @@ class FastPath:
             conn.abort()
             proxy.pool.finish(backend, Outcome.CANCELLED)
             client.abort()
-            proxy.account(request, flight.rid, flight.started, 500, backend.name)
+            proxy.ledger.account(request, flight.rid, flight.started, 500, backend.name)
             client.done(request, False)
             return
         self.relayed += 1
-        proxy.account(request, flight.rid, flight.started, conn.status, backend.name)
+        proxy.ledger.account(request, flight.rid, flight.started, conn.status, backend.name)
         client.done(request, keep and not proxy.draining)
 
     def _resume(self, flight: _InFlight) -> None:

@@ -72,11 +72,10 @@ class Proxy:
         self.draining = False
         # in flight, answered, the access log (lb/ledger.py)
         self.ledger = Ledger(metrics, admission, loop, access_log=options.access_log)
-        self.begin, self.account = self.ledger.begin, self.ledger.account
 
     async def __call__(self, request: Request, client: ClientConnection) -> bool:
         """Answer `request` on `client`; True when the connection may carry another one."""
-        started = self.begin()
+        started = self.ledger.begin()
         rid = h.request_id(request.header(b"x-request-id"), self.rng)
         return await self.run(request, client, rid, started, self._handle(request, client, rid))
 
@@ -99,7 +98,7 @@ class Proxy:
         except (ConnectionError, BodyError):
             pass  # the client went away: CLIENT_GONE, nothing to answer
         finally:
-            self.account(request, rid, started, status, backend_name)
+            self.ledger.account(request, rid, started, status, backend_name)
         return keep and not self.draining
 
     def send_error(
