@@ -4,16 +4,12 @@ failures, shed answers honoured as expected) must pass, and the audit afterwards
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.locust import run_locust
-from tests.support.processes import ROOT
-from tests.system.test_stack_smoke import Stack, env_file, running_stack
+from tests.system.test_stack_smoke import Stack, audit, running_stack
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -48,14 +44,5 @@ def test_flash_profile_passes_its_thresholds(stack, tmp_path):
 
 
 def test_invariants_hold_after_the_flash(stack):
-    env = {**os.environ, **env_file(stack.var / "stack.env")}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.verify"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = audit(stack.var)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -42,6 +42,20 @@ def env_file(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
+def audit(var: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m loadtest.verify` on the stores of the stack in `var` (its stack.env)."""
+    env = {**os.environ, **env_file(var / "stack.env")}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.verify"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -170,16 +184,7 @@ def test_smoke_profile_passes_through_the_stack(smoke_load: LocustRun) -> None:
 def test_invariants_hold_after_the_load(stack, smoke_load: LocustRun) -> None:
     # the audit has something to audit: the load booked and paid through the stack
     assert smoke_load.count("bookings: pay") >= 1, sorted(smoke_load.rows)
-    env = {**os.environ, **env_file(stack.var / "stack.env")}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "loadtest.verify"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = audit(stack.var)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     # the stack ran expire_holds on its own meanwhile (every 30 s), and it succeeded
     assert (stack.var / "log" / "expire_holds.log").exists()
