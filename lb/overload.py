@@ -217,7 +217,7 @@ class Admitter:
         limit = self.limits.get(backend)
         if limit is None:
             limit = self.limits[backend] = GradientLimit(
-                clock=self._clock, rng=self._rng, floor=self._floor, ceiling=self._ceiling
+                clock=self._clock, floor=self._floor, ceiling=self._ceiling, key=backend.name
             )
         return limit
 

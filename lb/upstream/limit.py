@@ -6,10 +6,14 @@ concurrency-limits' habits where they help a small fleet:
 * **minRTT** is the latency of the backend when nothing queues in it. It is measured by a
   *probe*: for a moment the limit drops to the floor and the p50 of the next
   `probe_samples` answers sent at that concurrency becomes minRTT. A fresh limit starts
-  at the ceiling with the first window's latency as its guess, and probes after a fifth of
-  the interval. Probes repeat every `probe_interval` seconds
-  (jittered, so the lb processes do not probe in step), because a backend's idle latency
-  changes (deploys, data growth, a noisy neighbour).
+  at the ceiling with the first window's latency as its guess, and probes within the first
+  third of the interval. Probes repeat every `probe_interval` seconds, because a backend's
+  idle latency changes (deploys, data growth, a noisy neighbour). Every lb process probes a
+  backend **in step**: at the same moments of the host's monotonic clock, on a grid offset
+  per backend (`key`). A probe in one worker while the other kept sending measured the
+  backend under the other's load: with two workers, minRTT came out 3-7x too high and the
+  limits let 9-14 requests per worker into a replica of 8 threads. The offset spreads the
+  probes of different backends, so the fleet never drops to its floors all at once.
 * **sampleRTT** is the p50 of the answers in the last sample window (`window` seconds).
 * Each window: `gradient = clamp(minRTT * (1 + buffer) / sampleRTT, 0.5, 2)` and
   `limit = limit * gradient + sqrt(limit)`, between `floor` and `ceiling`. When sampleRTT
@@ -25,14 +29,14 @@ concurrency-limits' habits where they help a small fleet:
   next probe.
 
 Latencies are measured by the proxy from sending the request to the response head, so the
-time a request waited in the lb's own queue never counts. Time comes from `clock`,
-randomness from `rng`.
+time a request waited in the lb's own queue never counts. Time comes from `clock`: the
+host's monotonic clock, one for every process on it.
 """
 
 from __future__ import annotations
 
 import math
-import random
+import zlib
 from collections.abc import Callable
 from typing import Final
 
@@ -46,8 +50,7 @@ WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
 MIN_WINDOW_SAMPLES: Final = 5
 MIN_RTT_SMOOTHING: Final = 0.2
 MAX_MIN_RTT_RISE: Final = 1.5
-FIRST_PROBE: Final = 0.2  # the first probe comes after this share of the probe interval
-PROBE_JITTER: Final = 0.15  # probes are spread by up to this share of the interval
+FIRST_PROBE: Final = 0.2  # the first probe's grid, as a share of the probe interval
 # Outside a probe at most one attempt in this many seconds has its latency measured:
 # measuring costs two clock reads at each end, one a system call (lb/http/upstream.py), and
 # a window's median needs dozens of samples, not thousands.
@@ -72,7 +75,6 @@ class GradientLimit:
         "_max_in_flight",
         "_next_probe",
         "_probe",
-        "_rng",
         "_samples",
         "_saved",
         "_window_end",
@@ -81,6 +83,7 @@ class GradientLimit:
         "estimate",
         "floor",
         "min_rtt",
+        "phase",
         "probe_interval",
         "probe_samples",
         "sample_rtt",
@@ -91,18 +94,17 @@ class GradientLimit:
         self,
         *,
         clock: Clock,
-        rng: random.Random,
         floor: int,
         ceiling: int,
         window: float = 0.1,
         probe_interval: float = 30.0,
         probe_samples: int = 20,
         buffer: float = 0.25,
+        key: str = "",
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError("need 1 <= floor <= ceiling")
         self._clock = clock
-        self._rng = rng
         self.floor, self.ceiling = floor, ceiling
         self.window = window
         self.probe_interval = probe_interval
@@ -120,8 +122,12 @@ class GradientLimit:
         self._window_end = clock() + window
         self._probe = False
         self._saved = float(ceiling)  # the limit to return to after a probe
-        jitter = 1 + rng.uniform(-PROBE_JITTER, PROBE_JITTER)
-        self._next_probe = clock() + FIRST_PROBE * probe_interval * jitter
+        # where this backend's probes fall within the interval: the same in every process
+        self.phase = zlib.crc32(key.encode()) / 2**32 * probe_interval
+        # the first probe: on a finer grid (so a fresh lb soon knows its backends) whose
+        # every fifth point is a point of the interval's grid, after a first window
+        grid = FIRST_PROBE * probe_interval
+        self._next_probe = self._aligned(clock() + grid / 2, grid)
 
     @property
     def limit(self) -> int:
@@ -236,10 +242,16 @@ class GradientLimit:
         # gradient may double it each window), and a limit that had crept up does not
         # return whole into a backend that got slower
         self.estimate = max(self._saved / 2, float(self.floor))
-        jitter = self._rng.uniform(-PROBE_JITTER, PROBE_JITTER)
-        self._next_probe = now + self.probe_interval * (1 + jitter)
+        # the next point of the interval's grid at least half an interval away
+        interval = self.probe_interval
+        self._next_probe = self._aligned(now + interval / 2, interval)
         self._window_end = now + self.window
         self._max_in_flight = 0
+
+    def _aligned(self, after: float, grid: float) -> float:
+        """The first moment at or after `after` on a grid of `grid` seconds, offset by this
+        backend's phase: every process computes the same moments from the host's clock."""
+        return self.phase + math.ceil((after - self.phase) / grid) * grid
 
     def snapshot(self) -> dict[str, float | int | bool]:
         return {

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from lb.upstream.limit import GradientLimit
 from tests.support.clock import FakeClock
 
 
-def make(clock: FakeClock, floor: int = 2, ceiling: int = 64) -> GradientLimit:
-    return GradientLimit(
-        clock=clock, rng=random.Random(1), floor=floor, ceiling=ceiling, probe_samples=10
-    )
+def make(clock: FakeClock, floor: int = 2, ceiling: int = 64, key: str = "") -> GradientLimit:
+    return GradientLimit(clock=clock, floor=floor, ceiling=ceiling, probe_samples=10, key=key)
 
 
 def probe(limit: GradientLimit, clock: FakeClock, rtt: float) -> None:
@@ -49,7 +45,7 @@ def test_starts_open_then_probes_and_learns_min_rtt_from_low_concurrency_answers
     assert not limit.probing and limit.limit == 64
     started = clock.now
     start(limit, clock)
-    assert 4.5 <= clock.now - started <= 7.5  # a fifth of the 30 s interval, jittered
+    assert 3.0 <= clock.now - started <= 9.0  # on a grid of a fifth of the 30 s interval
     assert limit.limit == 2
     limit.sample(5.0, in_flight=10)  # sent before the probe at high concurrency: ignored
     probe(limit, clock, 0.05)
@@ -97,13 +93,13 @@ def test_probes_again_after_the_interval_and_learns_a_new_min_rtt() -> None:
     start(limit, clock)
     probe(limit, clock, 0.1)
     started = clock.now
-    run(limit, clock, 8, 0.1, 20.0)
-    assert not limit.probing  # not before probe_interval (30 s, -15% at most)
+    run(limit, clock, 8, 0.1, 14.0)
+    assert not limit.probing  # not before half the probe interval (30 s)
     while not limit.probing:  # the backend got faster meanwhile
         limit.in_flight(limit.limit)
         clock.advance(0.01)
         limit.sample(0.05, limit.limit)
-    assert 25.0 <= clock.now - started <= 35.0
+    assert 15.0 <= clock.now - started <= 45.0  # the interval's next point on the grid
     assert limit.limit == limit.floor
     probe(limit, clock, 0.05)
     assert limit.min_rtt == pytest.approx(0.05)
@@ -111,7 +107,7 @@ def test_probes_again_after_the_interval_and_learns_a_new_min_rtt() -> None:
 
 def test_rejects_a_floor_above_the_ceiling() -> None:
     with pytest.raises(ValueError):
-        GradientLimit(clock=FakeClock(), rng=random.Random(1), floor=5, ceiling=4)
+        GradientLimit(clock=FakeClock(), floor=5, ceiling=4)
 
 
 def test_a_probe_taken_on_a_busy_host_is_corrected_by_faster_windows() -> None:
@@ -162,3 +158,36 @@ def test_an_app_limited_limit_keeps_room_for_a_small_burst() -> None:
         clock.advance(0.01)
         limit.sample(0.01, 1)
     assert limit.limit == 5  # one in use, and room for four more (twice the use would be 2)
+
+
+def probe_starts(limit: GradientLimit, clock: FakeClock, until: float) -> list[float]:
+    """When `limit` began its probes, driven by answers every 10 ms until `until`."""
+    starts = []
+    while clock.now < until:
+        was = limit.probing
+        limit.in_flight(limit.limit)
+        clock.advance(0.01)
+        limit.sample(0.02, limit.floor if limit.probing else limit.limit)
+        if limit.probing and not was:
+            starts.append(round(clock.now, 1))
+    return starts
+
+
+def test_every_process_probes_a_backend_in_step_and_backends_apart() -> None:
+    """Two lb workers measuring one backend: a probe in one while the other kept sending
+    measured the backend under the other's load. Started at different moments, both probe
+    at the same moments of the host's clock; another backend's probes fall elsewhere."""
+    clock_a, clock_b = FakeClock(), FakeClock()
+    clock_b.advance(11.3)  # the second worker starts later
+    first = make(clock_a, key="http://10.0.0.1:8000")
+    clock_a.advance(11.3)
+    second = make(clock_b, key="http://10.0.0.1:8000")
+    clock_c = FakeClock()
+    other = make(clock_c, key="http://10.0.0.2:8000")
+    a = probe_starts(first, clock_a, 1200.0)
+    b = probe_starts(second, clock_b, 1200.0)
+    c = probe_starts(other, clock_c, 1200.0)
+    assert len(a) >= 5 and len(b) >= 5 and len(c) >= 5
+    later = [t for t in a if t >= b[1]]
+    assert later[:3] == b[1:4]  # once on the interval's grid, the same moments
+    assert not set(c) & set(a)
