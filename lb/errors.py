@@ -8,6 +8,7 @@ itself. Status and headers are the same either way.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Iterable
@@ -97,6 +98,7 @@ class GatewayTimeout(LbError):
     default_detail = "The backend did not answer in time."
 
 
+@functools.lru_cache(maxsize=256)  # a shed storm renders the same few bodies thousands of times
 def error_body(code: str, detail: str) -> bytes:
     return json.dumps({"detail": detail, "code": code}).encode()
 
@@ -147,6 +149,7 @@ def render_error(
     return head if head_only else head + body
 
 
+@functools.lru_cache(maxsize=64)
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
