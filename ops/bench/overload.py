@@ -15,9 +15,9 @@ measures capacity (closed loop, 64 in flight, browse), then offers an open-loop 
 0.8x, 1.5x, 3x and 10x that capacity: browse (list, detail, search) plus a checkout share
 (book a hot tour, then pay it, with pre-created users), each request from one of thousands
 of client addresses (X-Forwarded-For). Per run it prints offered and goodput, admitted
-p50/p95/p99 per class, shed answers (count, p99), other 5xx, replicas marked unhealthy or
-ejected, the proxy's memory, how many held bookings were paid, and the audit
-(`loadtest.verify`). Everything it starts is stopped at the end, by PID.
+p50/p95/p99 per class, shed answers (count, p50/p99), other 5xx, replicas marked unhealthy or
+ejected, the proxy's memory, how many held bookings were paid, the CPU seconds the proxy and
+the client spent, and the audit (`loadtest.verify`). Everything it starts is stopped at the end, by PID.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ class Run:
     unhealthy: str = "-"
     memory_mb: float = 0.0
     audit: str = "-"
+    proxy_cpu: float = 0.0  # CPU seconds the proxy (all its processes) spent in the run
+    client_cpu: float = 0.0  # and the client generating the load
 
     @property
     def goodput(self) -> float:
@@ -343,7 +345,10 @@ def bench_proxy(
     for factor in factors:
         client = Client(base, seeded, args.checkout)
         run = Run(name, factor)
+        proxy_before, client_before = cpu_seconds(pid), time.process_time()
         uvloop.run(client.open(run, capacity * factor, args.seconds))
+        run.proxy_cpu = cpu_seconds(pid) - proxy_before
+        run.client_cpu = time.process_time() - client_before
         seeded["tokens"] = client.tokens  # each user books once
         run.unhealthy = health()
         run.memory_mb = rss_mb(pid)
@@ -357,7 +362,8 @@ def bench_proxy(
 HEAD = (
     f"{'proxy':<8}{'x cap':>6}{'offered':>9}{'goodput':>9}"
     f"{'browse p50/p95/p99 ms':>24}{'checkout p50/p95/p99 ms':>26}"
-    f"{'shed':>7}{'shed p99':>9}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}  audit"
+    f"{'shed':>7}{'p50/p99':>9}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}"
+    f"{'cpu s':>11}  audit"
 )
 
 
@@ -369,11 +375,17 @@ def row(r: Run) -> str:
 
     other = sum(r.other_5xx.values())
     paid = f"{r.paid}/{r.booked}"
-    shed_p99 = f"{percentile(r.shed, 0.99) * 1000:.0f}" if r.shed else "-"
+    shed = (
+        f"{percentile(r.shed, 0.5) * 1000:.0f}/{percentile(r.shed, 0.99) * 1000:.0f}"
+        if r.shed
+        else "-"
+    )
+    cpu = f"{r.proxy_cpu:.1f}/{r.client_cpu:.1f}"
     return (
         f"{r.proxy:<8}{r.factor:>6.1f}{r.offered:>9.0f}{r.goodput:>9.0f}"
         f"{pcts(r.latencies['browse']):>24}{pcts(r.latencies['checkout']):>26}"
-        f"{len(r.shed):>7}{shed_p99:>9}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}  {r.audit}"
+        f"{len(r.shed):>7}{shed:>9}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}"
+        f"{cpu:>11}  {r.audit}"
     )
 
 
