@@ -11,9 +11,9 @@ concurrency-limits' habits where they help a small fleet:
   idle latency changes (deploys, data growth, a noisy neighbour). Every lb process probes a
   backend **in step**: at the same moments of the host's monotonic clock, on a grid offset
   per backend (`key`). A probe in one worker while the other kept sending measured the
-  backend under the other's load: with two workers, minRTT came out 3-7x too high and the
-  limits let 9-14 requests per worker into a replica of 8 threads. The offset spreads the
-  probes of different backends, so the fleet never drops to its floors all at once.
+  backend under the other's load, not idle, and the gradient then took a standing queue
+  in the backend for its normal latency. The offset spreads the probes of different
+  backends, so the fleet never drops to its floors all at once.
 * **sampleRTT** is the p50 of the answers in the last sample window (`window` seconds).
 * Each window: `gradient = clamp(minRTT * (1 + buffer) / sampleRTT, 0.5, 2)` and
   `limit = limit * gradient + sqrt(limit)`, between `floor` and `ceiling`. When sampleRTT
