@@ -13,9 +13,12 @@ queue length:
   answered well) and anyone who waited longer than `target` (a tenth of `queue_delay`)
   is shed. So shed answers take milliseconds, and admitted requests carry little lb queue.
 * Priorities: a freed slot goes to the most important class waiting; `low` waits half as
-  long as `normal`; `critical` always waits up to `queue_delay`, FIFO; and a share of the
-  total limit (`critical_reserve`) is kept for the critical class: the others may not fill
-  the last slots.
+  long as `normal`; `critical` waits up to `queue_delay`, FIFO, unless the critical class
+  itself outruns the backends (its own queue has not emptied for a whole `queue_delay`):
+  then its waiters too are shed past `target`, oldest first, since waiting longer would
+  only delay the same number of admissions; and a share of the total limit
+  (`critical_reserve`) is kept for the critical class: the others may not fill the last
+  slots.
 
 A slot is the pool's own reservation (`Pool.pick()` counts the backend's outstanding
 requests; `Pool.finish()` frees it), so health checks, which do not go through the pool,
@@ -132,6 +135,10 @@ class Admitter:
         self.waiting = 0
         self._busy_since: float | None = None  # when the queue last became non-empty
         self._standing_until = 0.0  # a standing queue stays "standing" this long after
+        # the same for the critical class's own queue
+        self._critical_waiting = 0
+        self._critical_since: float | None = None
+        self._critical_until = 0.0
         now = clock()
         self.drain = _Rate(now)
         self._shed_rate = _Rate(now)
@@ -159,7 +166,8 @@ class Admitter:
         if not any(eligible(b) and b not in tried for b in self.pool.backends):
             return None
         now = self._clock()
-        standing = self._standing(now)
+        critical = klass == CRITICAL
+        standing = self._critical_standing(now) if critical else self._standing(now)
         wait = self._patience(klass, standing)
         if self.waiting >= MAX_WAITING:
             raise self._shed(klass, now)
@@ -169,6 +177,10 @@ class Admitter:
         self.waiting += 1
         if self._busy_since is None:
             self._busy_since = now
+        if critical:
+            self._critical_waiting += 1
+            if self._critical_since is None:
+                self._critical_since = now
         timer = loop.call_later(wait, self._expire, waiter)
         try:
             backend = await waiter.future
@@ -259,15 +271,28 @@ class Admitter:
             return True
         return now < self._standing_until
 
+    def _critical_standing(self, now: float) -> bool:
+        """`_standing()` of the critical class's own queue."""
+        since = self._critical_since
+        if since is not None and now - since >= self.queue_delay:
+            self._critical_until = now + self.queue_delay
+            return True
+        return now < self._critical_until
+
     def _patience(self, klass: str, standing: bool) -> float:
-        if klass == CRITICAL or not standing:
+        """How long a waiter of `klass` may wait; `standing`: its queue's verdict (the
+        critical class's own, for the critical class)."""
+        if not standing:
             return self.queue_delay / 2 if klass == LOW else self.queue_delay
         return self.target / 2 if klass == LOW else self.target
 
     def _shed(self, klass: str, now: float) -> Overloaded:
         # a shed means demand outran the backends for a whole patience: the queue is
         # standing, and stays so while shedding goes on (waiting longer would only add delay)
-        self._standing_until = max(self._standing_until, now + STANDING_HOLD * self.queue_delay)
+        hold = now + STANDING_HOLD * self.queue_delay
+        self._standing_until = max(self._standing_until, hold)
+        if klass == CRITICAL:
+            self._critical_until = max(self._critical_until, hold)
         self.shed[klass] += 1
         self.logs.warning(
             klass, "overload: shedding %s requests (%d shed so far)", klass, self.shed[klass]
@@ -303,7 +328,9 @@ class Admitter:
     def _dispatch(self, now: float) -> None:
         standing = self._standing(now)
         if standing:
-            self._shed_stale(now)
+            self._shed_stale(now, CLASSES[1:])
+        if self._critical_waiting and self._critical_standing(now):
+            self._shed_stale(now, (CRITICAL,))
         for klass in CLASSES:
             queue = self._queues[klass]
             lifo = standing and klass != CRITICAL
@@ -319,9 +346,9 @@ class Admitter:
                 self._served(waiter, now)
                 waiter.future.set_result(backend)
 
-    def _shed_stale(self, now: float) -> None:
-        """A standing queue: shed the normal and low waiters older than their patience."""
-        for klass in CLASSES[1:]:
+    def _shed_stale(self, now: float, classes: Collection[str]) -> None:
+        """A standing queue: shed the waiters of `classes` older than their patience."""
+        for klass in classes:
             queue = self._queues[klass]
             patience = self._patience(klass, True)
             while queue and (queue[0].future.done() or now - queue[0].enqueued > patience):
@@ -341,6 +368,10 @@ class Admitter:
         self.waiting -= 1
         if not self.waiting:
             self._busy_since = None
+        if waiter.klass == CRITICAL:
+            self._critical_waiting -= 1
+            if not self._critical_waiting:
+                self._critical_since = None
 
     def _expire(self, waiter: _Waiter) -> None:
         if waiter.future.done():
@@ -376,6 +407,7 @@ class Admitter:
             "queue_delay_ms": round(self.last_delay * 1000, 2),
             "queue_delay_max_ms": round(max_delay * 1000, 2),
             "standing_queue": self._standing(now),
+            "critical_standing": self._critical_standing(now),
             "drain_per_second": round(self.drain.per_second, 1),
             "shed_per_second": round(self._shed_rate.per_second, 1),
             "admitted": dict(self.admitted),

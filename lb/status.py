@@ -182,6 +182,7 @@ def combine_overload(snapshots: Sequence[Snapshot]) -> Snapshot:
         "queue_delay_ms": 0.0,
         "queue_delay_max_ms": 0.0,
         "standing_queue": False,
+        "critical_standing": False,
         "drain_per_second": 0.0,
         "shed_per_second": 0.0,
         "admitted": {},
@@ -198,6 +199,9 @@ def combine_overload(snapshots: Sequence[Snapshot]) -> Snapshot:
         for key in ("queue_delay_ms", "queue_delay_max_ms"):
             merged[key] = max(merged[key], part.get(key, 0.0))
         merged["standing_queue"] = merged["standing_queue"] or part.get("standing_queue", False)
+        merged["critical_standing"] = merged["critical_standing"] or part.get(
+            "critical_standing", False
+        )
         for key in ("admitted", "shed"):
             for klass, count in part.get(key, {}).items():
                 merged[key][klass] = merged[key].get(klass, 0) + count
@@ -211,6 +215,7 @@ def combine_overload(snapshots: Sequence[Snapshot]) -> Snapshot:
             seen["min_rtt_ms"] = max(seen["min_rtt_ms"], row["min_rtt_ms"])
             seen["sample_rtt_ms"] = max(seen["sample_rtt_ms"], row["sample_rtt_ms"])
             seen["probing"] = seen["probing"] or row["probing"]
+            seen["probes"] = min(seen.get("probes", 0), row.get("probes", 0))  # every worker's
     merged["backends"] = list(rows.values())
     return merged
 

@@ -86,6 +86,7 @@ class GradientLimit:
         "phase",
         "probe_interval",
         "probe_samples",
+        "probes",
         "sample_rtt",
         "window",
     )
@@ -121,6 +122,7 @@ class GradientLimit:
         self._last_measured = -math.inf
         self._window_end = clock() + window
         self._probe = False
+        self.probes = 0  # probes completed
         self._saved = float(ceiling)  # the limit to return to after a probe
         # where this backend's probes fall within the interval: the same in every process
         self.phase = zlib.crc32(key.encode()) / 2**32 * probe_interval
@@ -238,6 +240,7 @@ class GradientLimit:
         self.min_rtt = measured
         self._samples = []
         self._probe = False
+        self.probes += 1
         # half the limit from before the probe: growth is quick when there is room (the
         # gradient may double it each window), and a limit that had crept up does not
         # return whole into a backend that got slower
@@ -259,4 +262,5 @@ class GradientLimit:
             "min_rtt_ms": round(self.min_rtt * 1000, 2),
             "sample_rtt_ms": round(self.sample_rtt * 1000, 2),
             "probing": self._probe,
+            "probes": self.probes,
         }

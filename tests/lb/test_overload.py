@@ -158,3 +158,30 @@ async def test_a_limit_probing_its_floor_gives_way_to_a_wait_that_ran_out() -> N
     with pytest.raises(Overloaded):
         await admitter.acquire("normal")
     pool.finish(held, Outcome.OK)
+
+
+async def test_a_critical_queue_that_stands_sheds_its_waiters_in_a_tenth_of_the_delay() -> None:
+    """A critical request waits the whole queue delay while its class is served in time;
+    once critical demand itself outruns the backends (its queue never empties for a
+    queue delay), waiting longer only delays the same admissions: its waiters are shed
+    past the target, in milliseconds."""
+    pool, admitter = make(limit=1, delay=0.1)
+    held = await admitter.acquire("critical")
+    # a lone critical waiter is patient: it gets the slot freed after 60 ms
+    lone = asyncio.create_task(admitter.acquire("critical"))
+    await asyncio.sleep(0.06)
+    pool.finish(held, Outcome.OK)
+    assert await lone is held
+    # now the slot never frees: critical requests keep arriving for longer than the delay
+    waiters = []
+    for _ in range(15):
+        waiters.append(asyncio.create_task(admitter.acquire("critical")))
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await admitter.acquire("critical")
+    assert time.monotonic() - started < 0.05  # not the 0.1 s queue delay
+    assert admitter.snapshot()["critical_standing"]  # and /status says why
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, Overloaded) for r in results)
+    assert admitter.shed["critical"] == 16 and admitter.waiting == 0
