@@ -15,7 +15,7 @@ measures capacity (closed loop, 64 in flight, browse), then offers an open-loop 
 0.8x, 1.5x, 3x and 10x that capacity: browse (list, detail, search) plus a checkout share
 (book a hot tour, then pay it, with pre-created users), each request from one of thousands
 of client addresses (X-Forwarded-For). Per run it prints offered and goodput, admitted
-p50/p95/p99 per class, shed answers (count, p50/p99), other 5xx, replicas marked unhealthy or
+p50/p95/p99 per class, shed answers (count, p50/p99; of which checkout), other 5xx, replicas marked unhealthy or
 ejected, the proxy's memory, how many held bookings were paid, the CPU seconds the proxy and
 the client spent, and the audit (`loadtest.verify`). Everything it starts is stopped at the end, by PID.
 """
@@ -63,6 +63,7 @@ class Run:
         default_factory=lambda: {"browse": [], "checkout": []}
     )
     shed: list[float] = field(default_factory=list)
+    shed_checkout: list[float] = field(default_factory=list)  # the checkout share of `shed`
     other_5xx: dict[int, int] = field(default_factory=dict)
     other: int = 0
     booked: int = 0
@@ -77,6 +78,12 @@ class Run:
     def goodput(self) -> float:
         done = sum(len(v) for v in self.latencies.values())
         return done / self.seconds if self.seconds else 0.0
+
+    @property
+    def checkout_goodput(self) -> float:
+        """The checkout share of the goodput: a booking or a payment costs the backends
+        several times a browse, so a proxy that admits more of them answers fewer per second."""
+        return len(self.latencies["checkout"]) / self.seconds if self.seconds else 0.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -96,9 +103,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=2,
         help="lb processes (HAProxy runs one thread per CPU by default: the same share)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the replicas and PostgreSQL on half the CPUs and the proxy, Redis and the "
+        "client on the other half, as a deployment gives the lb hosts of its own; without it "
+        "the proxy's CPU is CPU the replicas lack",
+    )
     parser.add_argument("--haproxy-maxconn", type=int, default=3)
     parser.add_argument("--haproxy-queue-ms", type=int, default=100)
     return parser.parse_args(argv)
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """(front, back): this process's CPUs in two halves, the back half for the stack."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("overload bench: --pin needs at least 2 CPUs")
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
 
 
 # -- the proxies --------------------------------------------------------------------------------
@@ -237,6 +260,8 @@ class Client:
             run.latencies[klass].append(seconds)
         elif status == 503 and code in ("overloaded", None):
             run.shed.append(seconds)  # the lb's 503 overloaded; HAProxy's queue timeout (HTML)
+            if klass == "checkout":
+                run.shed_checkout.append(seconds)
         elif status >= 500:
             run.other_5xx[status] = run.other_5xx.get(status, 0) + 1
         elif status not in (409, 429):
@@ -360,9 +385,9 @@ def bench_proxy(
 
 
 HEAD = (
-    f"{'proxy':<8}{'x cap':>6}{'offered':>9}{'goodput':>9}"
+    f"{'proxy':<8}{'x cap':>6}{'offered':>9}{'goodput':>9}{'checkout':>9}"
     f"{'browse p50/p95/p99 ms':>24}{'checkout p50/p95/p99 ms':>26}"
-    f"{'shed':>7}{'p50/p99':>9}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}"
+    f"{'shed':>7}{'p50/p99':>9}{'checkout':>14}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}"
     f"{'cpu s':>11}  audit"
 )
 
@@ -375,16 +400,19 @@ def row(r: Run) -> str:
 
     other = sum(r.other_5xx.values())
     paid = f"{r.paid}/{r.booked}"
-    shed = (
-        f"{percentile(r.shed, 0.5) * 1000:.0f}/{percentile(r.shed, 0.99) * 1000:.0f}"
-        if r.shed
-        else "-"
-    )
+
+    def shed_pcts(values: list[float]) -> str:
+        if not values:
+            return "-"
+        return f"{percentile(values, 0.5) * 1000:.0f}/{percentile(values, 0.99) * 1000:.0f}"
+
+    shed = shed_pcts(r.shed)
+    checkout = f"{len(r.shed_checkout)} {shed_pcts(r.shed_checkout)}"
     cpu = f"{r.proxy_cpu:.1f}/{r.client_cpu:.1f}"
     return (
-        f"{r.proxy:<8}{r.factor:>6.1f}{r.offered:>9.0f}{r.goodput:>9.0f}"
+        f"{r.proxy:<8}{r.factor:>6.1f}{r.offered:>9.0f}{r.goodput:>9.0f}{r.checkout_goodput:>9.0f}"
         f"{pcts(r.latencies['browse']):>24}{pcts(r.latencies['checkout']):>26}"
-        f"{len(r.shed):>7}{shed:>9}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}"
+        f"{len(r.shed):>7}{shed:>9}{checkout:>14}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}"
         f"{cpu:>11}  {r.audit}"
     )
 
@@ -400,14 +428,19 @@ def main(argv: list[str]) -> int:
         proxies.remove("haproxy")
     stack_args = argparse.Namespace(replicas=args.replicas, workers=1, threads=8)
     stack = StackBench(stack_args)
+    front, back = split_cpus() if args.pin else (None, None)
     redis: RedisServer | None = None
     runs: list[Run] = []
     capacities: dict[str, float] = {}  # closed-loop capacity per proxy
     with_procs = Bench()
     try:
+        if front is not None:
+            os.sched_setaffinity(0, front)  # Redis: the lb's buckets live with the lb
         redis = RedisServer(stack.work / "redis").start()
         # the replicas' cache in Redis too (db 1, as in compose); the lb's buckets in db 0
         stack.extra = {"REDIS_URL": redis.url.rsplit("/", 1)[0] + "/1"}
+        if back is not None:
+            os.sched_setaffinity(0, back)  # inherited by PostgreSQL and the replicas
         stack.start()
         seeded = seed(
             stack.env,
@@ -415,6 +448,13 @@ def main(argv: list[str]) -> int:
             [(100000, 0), (100000, 1), (100000, 0)] + [(50, i % 2) for i in range(17)],
         )
         ports = [int(u.rsplit(":", 1)[1]) for u in stack.urls]
+        if front is not None:
+            os.sched_setaffinity(0, front)  # the client, and the proxies it starts from now
+            print(
+                f"pinned: replicas and PostgreSQL on CPUs {sorted(back or ())}, "
+                f"proxy, Redis and client on {sorted(front)}",
+                flush=True,
+            )
         print(
             f"overload bench: {args.replicas} replicas x 1 worker x 8 threads, PostgreSQL default + 2 shards, "
             f"Redis, {os.cpu_count()} CPUs (shared machine: figures move with the neighbours' load)",
