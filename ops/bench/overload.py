@@ -14,10 +14,13 @@ tokens, then, for each proxy in front of the same replicas:
 measures capacity (closed loop, 64 in flight, browse), then offers an open-loop mix at
 0.8x, 1.5x, 3x and 10x that capacity: browse (list, detail, search) plus a checkout share
 (book a hot tour, then pay it, with pre-created users), each request from one of thousands
-of client addresses (X-Forwarded-For). Per run it prints offered and goodput, admitted
-p50/p95/p99 per class, shed answers (count, p50/p99; of which checkout), other 5xx, replicas marked unhealthy or
-ejected, the proxy's memory, how many held bookings were paid, the CPU seconds the proxy and
-the client spent, and the audit (`loadtest.verify`). Everything it starts is stopped at the end, by PID.
+of client addresses (X-Forwarded-For). Per run it prints offered and goodput (and its
+checkout share), admitted p50/p95/p99 per class, shed answers (count, p50/p99, the p99 of
+those sent after the run's first second, the checkout sheds), other 5xx, replicas marked
+unhealthy or ejected, the proxy's memory, how many held bookings were paid, the CPU seconds
+the proxy and the client spent, and the audit (`loadtest.verify`). Everything it starts is
+stopped at the end, by PID. `--pin` gives the replicas and PostgreSQL half the CPUs and the
+proxy, Redis and the client the other half.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class Run:
     )
     shed: list[float] = field(default_factory=list)
     shed_checkout: list[float] = field(default_factory=list)  # the checkout share of `shed`
+    shed_later: list[float] = field(default_factory=list)  # those sent after the first second
+    began: float = 0.0
     other_5xx: dict[int, int] = field(default_factory=dict)
     other: int = 0
     booked: int = 0
@@ -262,6 +267,8 @@ class Client:
             run.shed.append(seconds)  # the lb's 503 overloaded; HAProxy's queue timeout (HTML)
             if klass == "checkout":
                 run.shed_checkout.append(seconds)
+            if started - run.began >= 1.0:  # past the onset: a queue takes a moment to stand
+                run.shed_later.append(seconds)
         elif status >= 500:
             run.other_5xx[status] = run.other_5xx.get(status, 0) + 1
         elif status not in (409, 429):
@@ -336,6 +343,7 @@ class Client:
         # 10x and measure its own lag
         self.session = RawClient(self.host, self.port, timeout=30)
         try:
+            run.began = time.monotonic()
             spent = await open_loop(rate, seconds, lambda i, due: self.arrival(run, i))
         finally:
             await self.session.close()
@@ -387,7 +395,7 @@ def bench_proxy(
 HEAD = (
     f"{'proxy':<8}{'x cap':>6}{'offered':>9}{'goodput':>9}{'checkout':>9}"
     f"{'browse p50/p95/p99 ms':>24}{'checkout p50/p95/p99 ms':>26}"
-    f"{'shed':>7}{'p50/p99':>9}{'checkout':>14}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}"
+    f"{'shed':>7}{'p50/p99':>9}{'after 1s':>9}{'checkout':>14}{'5xx':>6}{'down':>5}{'paid/held':>11}{'MiB':>6}"
     f"{'cpu s':>11}  audit"
 )
 
@@ -407,12 +415,13 @@ def row(r: Run) -> str:
         return f"{percentile(values, 0.5) * 1000:.0f}/{percentile(values, 0.99) * 1000:.0f}"
 
     shed = shed_pcts(r.shed)
+    later = f"{percentile(r.shed_later, 0.99) * 1000:.0f}" if r.shed_later else "-"
     checkout = f"{len(r.shed_checkout)} {shed_pcts(r.shed_checkout)}"
     cpu = f"{r.proxy_cpu:.1f}/{r.client_cpu:.1f}"
     return (
         f"{r.proxy:<8}{r.factor:>6.1f}{r.offered:>9.0f}{r.goodput:>9.0f}{r.checkout_goodput:>9.0f}"
         f"{pcts(r.latencies['browse']):>24}{pcts(r.latencies['checkout']):>26}"
-        f"{len(r.shed):>7}{shed:>9}{checkout:>14}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}"
+        f"{len(r.shed):>7}{shed:>9}{later:>9}{checkout:>14}{other:>6}{r.unhealthy:>5}{paid:>11}{r.memory_mb:>6.0f}"
         f"{cpu:>11}  {r.audit}"
     )
 
