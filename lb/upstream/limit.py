@@ -20,6 +20,15 @@ concurrency-limits' habits where they help a small fleet:
   grows, requests are queueing inside the backend: the gradient falls below 1 and the
   limit shrinks towards the backend's real concurrency; the square-root headroom keeps a
   small queue there so it never idles between answers.
+* A window in which the limit was full while the latency showed no queueing (sampleRTT
+  within minRTT * (1 + buffer)) doubles it at once, slow-start style: the limit, not the
+  backend, held requests back. After a quiet spell the app-limited rule below had brought
+  the limits down to a few dozen; a crowd of 1,024 connections onto backends answering in
+  1 ms then waited for the smoothed gradient to grow them ~15% a window and 10,738 of its
+  requests were shed as overloaded in the first 1.5 s, with the backends idle. The next
+  window then lasts a few round trips, not `window`, and a window in which the limit fills
+  up with no queueing ends as soon as a few round trips show it, so a limit grows tenfold
+  in tens of milliseconds, before a queue counts as standing.
 * A window in which in-flight never came near the limit does not raise it (the limit
   would otherwise grow without bound while idle: Netflix's "app-limited" rule), and moves
   it towards twice the in-flight actually used, or that plus IDLE_HEADROOM if more.
@@ -71,6 +80,8 @@ class GradientLimit:
 
     __slots__ = (
         "_clock",
+        "_early_at",
+        "_growing",
         "_last_measured",
         "_max_in_flight",
         "_next_probe",
@@ -82,6 +93,7 @@ class GradientLimit:
         "ceiling",
         "estimate",
         "floor",
+        "full_share",
         "min_rtt",
         "phase",
         "probe_interval",
@@ -102,6 +114,7 @@ class GradientLimit:
         probe_samples: int = 20,
         buffer: float = 0.25,
         key: str = "",
+        full_share: float = 1.0,
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError("need 1 <= floor <= ceiling")
@@ -111,6 +124,9 @@ class GradientLimit:
         self.probe_interval = probe_interval
         self.probe_samples = probe_samples
         self.buffer = buffer
+        # the share of the limit that counts as full: the part the critical reserve leaves
+        # to the other classes (they never fill the rest)
+        self.full_share = full_share
         # A fresh lb knows nothing of its backends: it starts open (the ceiling), takes the
         # first window's latency as minRTT, and probes properly soon after. Starting at the
         # floor instead would shed a burst that arrives before any answer came back.
@@ -121,8 +137,10 @@ class GradientLimit:
         self._max_in_flight = 0
         self._last_measured = -math.inf
         self._window_end = clock() + window
+        self._early_at = clock()  # from when a full limit may end its window early
         self._probe = False
         self.probes = 0  # probes completed
+        self._growing = False  # doubling: every attempt is measured, windows are short
         self._saved = float(ceiling)  # the limit to return to after a probe
         # where this backend's probes fall within the interval: the same in every process
         self.phase = zlib.crc32(key.encode()) / 2**32 * probe_interval
@@ -149,10 +167,15 @@ class GradientLimit:
     def probing(self) -> bool:
         return self._probe
 
+    @property
+    def growing(self) -> bool:
+        """Doubling: the last window found the limit full and the backend not queueing."""
+        return self._growing
+
     def wants_sample(self, now: float) -> bool:
-        """Should the attempt starting `now` be measured? Every one during a probe (it
-        needs its samples quickly), else one per SAMPLE_GAP."""
-        if self._probe or now - self._last_measured >= SAMPLE_GAP:
+        """Should the attempt starting `now` be measured? Every one during a probe or
+        while the limit doubles (both need their samples quickly), else one per SAMPLE_GAP."""
+        if self._probe or self._growing or now - self._last_measured >= SAMPLE_GAP:
             self._last_measured = now
             return True
         return False
@@ -176,6 +199,17 @@ class GradientLimit:
         self._samples.append(seconds)
         if now >= self._window_end:
             self._update(now)
+        elif (
+            now >= self._early_at
+            and self._max_in_flight >= int(self.estimate * self.full_share) - 1
+            and len(self._samples) >= MIN_WINDOW_SAMPLES
+        ):
+            # the limit filled up inside the window, a few round trips in: if the backend
+            # shows no queueing, the limit is what holds a crowd back; judge now, not at
+            # the window's end (else look again a few round trips later)
+            self._early_at = now + WINDOW_RTTS * self.min_rtt
+            if self.min_rtt > 0 and median(self._samples) <= self.min_rtt * (1 + self.buffer):
+                self._update(now)
 
     def drop(self) -> None:
         """A request timed out at the backend: back off multiplicatively."""
@@ -185,12 +219,14 @@ class GradientLimit:
     # -- internals --------------------------------------------------------------------------
 
     def _update(self, now: float) -> None:
+        self._growing = False
         samples, self._samples = self._samples, []
         busy = self._max_in_flight
         self._max_in_flight = 0
         # a window spans a few round trips: the answers in it must be to requests sent
         # under the limit it is judging, or the controller chases its own lag and swings
         self._window_end = now + max(self.window, WINDOW_RTTS * self.min_rtt)
+        self._early_at = now + WINDOW_RTTS * self.min_rtt
         if now >= self._next_probe:
             self._start_probe()
             return
@@ -212,6 +248,15 @@ class GradientLimit:
         else:
             gradient = self.min_rtt * (1 + self.buffer) / self.sample_rtt
             gradient = min(MAX_GRADIENT, max(MIN_GRADIENT, gradient))
+        full = busy >= int(limit * self.full_share) - 1
+        if full and self.sample_rtt <= self.min_rtt * (1 + self.buffer):
+            # full, and no queueing in the backend: the limit is what holds requests back.
+            # Double it, and judge again after a few round trips, not a whole window: the
+            # requests it holds back wait in the lb meanwhile
+            self.estimate = min(float(self.ceiling), limit * MAX_GRADIENT)
+            self._window_end = now + WINDOW_RTTS * self.min_rtt
+            self._growing = self.estimate < self.ceiling
+            return
         new = limit * gradient + math.sqrt(limit)
         if busy < limit / 2:
             # app-limited: too little traffic to learn that more would be fine, and a limit
