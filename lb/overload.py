@@ -229,7 +229,11 @@ class Admitter:
         limit = self.limits.get(backend)
         if limit is None:
             limit = self.limits[backend] = GradientLimit(
-                clock=self._clock, floor=self._floor, ceiling=self._ceiling, key=backend.name
+                clock=self._clock,
+                floor=self._floor,
+                ceiling=self._ceiling,
+                key=backend.name,
+                full_share=1 - self.critical_reserve,
             )
         return limit
 
@@ -264,7 +268,10 @@ class Admitter:
     def _standing(self, now: float) -> bool:
         """The queue has not emptied for a whole queue_delay (CoDel's "above target for an
         interval"); it stays so for another queue_delay after that, so the brief moments
-        the queue empties under overload do not reset the verdict."""
+        the queue empties under overload do not reset the verdict. Not while a limit is
+        doubling: its backend shows no queueing, the limit is catching up with a crowd."""
+        if any(limit.growing for limit in self.limits.values()):
+            return False
         since = self._busy_since
         if since is not None and now - since >= self.queue_delay:
             self._standing_until = now + self.queue_delay

@@ -224,3 +224,29 @@ def test_a_five_second_overload_writes_a_bounded_number_of_log_lines(
     lines = lb.process.log().splitlines()[before:]
     assert len(lines) <= 20, lines
     assert any("overload: shedding normal" in line for line in lines)
+
+
+def test_a_crowd_onto_an_idle_backend_is_let_through_not_shed(
+    capacity_backend: Callable[..., CapacityBackend], lb_process: StartLb
+) -> None:
+    """After a quiet spell the limit sits a little above the use (app-limited); a crowd
+    then arrives at a backend that has room to spare (its latency stays flat). The limit,
+    not the backend, holds the crowd back: it doubles every few round trips instead of
+    growing ~15% a window, and the crowd is answered, not told the service is overloaded."""
+    backend = capacity_backend(2000, 0.01)  # 10 ms whatever the load: no queueing inside
+    lb = lb_process(lb_env(backend))
+    # quiet traffic past the first minRTT probe (the next is 15 s or more away): the limit
+    # comes down to a little above the use
+    for _ in range(10):
+        asyncio.run(run_open_loop(lb.url, 20, 1.0, browse))
+        if lb.status()["overload"]["backends"][0]["probes"] >= 1:
+            break
+    asyncio.run(run_open_loop(lb.url, 20, 1.0, browse))
+    before = lb.status()["overload"]
+    limit = before["backends"][0]["limit"]
+    assert limit <= 12, limit  # the quiet spell left a tight limit
+    results = asyncio.run(run_open_loop(lb.url, 2000, 1.5, browse))  # 20 in flight wanted
+    shed = [r for r in results if r.status == 503]
+    assert {r.status for r in results} <= {200, 503}
+    assert len(shed) <= 0.02 * len(results), (len(shed), len(results), limit)
+    assert lb.status()["overload"]["backends"][0]["limit"] >= 20
