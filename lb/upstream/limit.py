@@ -28,7 +28,10 @@ concurrency-limits' habits where they help a small fleet:
   requests were shed as overloaded in the first 1.5 s, with the backends idle. The next
   window then lasts a few round trips, not `window`, and a window in which the limit fills
   up with no queueing ends as soon as a few round trips show it, so a limit grows tenfold
-  in tens of milliseconds, before a queue counts as standing.
+  in tens of milliseconds, before a queue counts as standing. Doubling stops at the limit
+  where the backend last showed queueing (TCP's ssthresh): a quiet spell does not make a
+  backend faster, and under overload a mix of cheap and dear requests makes a window look
+  unloaded now and then (the bench saw a limit doubled from 46 to 92 that way, mid-run).
 * A window in which in-flight never came near the limit does not raise it (the limit
   would otherwise grow without bound while idle: Netflix's "app-limited" rule), and moves
   it towards twice the in-flight actually used, or that plus IDLE_HEADROOM if more.
@@ -88,6 +91,7 @@ class GradientLimit:
         "_probe",
         "_samples",
         "_saved",
+        "_ssthresh",
         "_window_end",
         "buffer",
         "ceiling",
@@ -141,6 +145,8 @@ class GradientLimit:
         self._probe = False
         self.probes = 0  # probes completed
         self._growing = False  # doubling: every attempt is measured, windows are short
+        # where the backend last showed queueing: slow start stops there (TCP's ssthresh)
+        self._ssthresh = float(ceiling)
         self._saved = float(ceiling)  # the limit to return to after a probe
         # where this backend's probes fall within the interval: the same in every process
         self.phase = zlib.crc32(key.encode()) / 2**32 * probe_interval
@@ -201,6 +207,7 @@ class GradientLimit:
             self._update(now)
         elif (
             now >= self._early_at
+            and self.estimate < self._ssthresh
             and self._max_in_flight >= int(self.estimate * self.full_share) - 1
             and len(self._samples) >= MIN_WINDOW_SAMPLES
         ):
@@ -248,14 +255,15 @@ class GradientLimit:
         else:
             gradient = self.min_rtt * (1 + self.buffer) / self.sample_rtt
             gradient = min(MAX_GRADIENT, max(MIN_GRADIENT, gradient))
+        queueing = self.sample_rtt > self.min_rtt * (1 + self.buffer)
         full = busy >= int(limit * self.full_share) - 1
-        if full and self.sample_rtt <= self.min_rtt * (1 + self.buffer):
+        if full and not queueing and limit < self._ssthresh:
             # full, and no queueing in the backend: the limit is what holds requests back.
-            # Double it, and judge again after a few round trips, not a whole window: the
-            # requests it holds back wait in the lb meanwhile
-            self.estimate = min(float(self.ceiling), limit * MAX_GRADIENT)
+            # Double it (up to where the backend last queued), and judge again after a few
+            # round trips, not a whole window: the requests it holds back wait meanwhile
+            self.estimate = min(float(self.ceiling), self._ssthresh, limit * MAX_GRADIENT)
             self._window_end = now + WINDOW_RTTS * self.min_rtt
-            self._growing = self.estimate < self.ceiling
+            self._growing = self.estimate < min(float(self.ceiling), self._ssthresh)
             return
         new = limit * gradient + math.sqrt(limit)
         if busy < limit / 2:
@@ -269,6 +277,10 @@ class GradientLimit:
             new = min(new, limit, max(float(self.floor), room))
         new = limit + SMOOTHING * (new - limit)
         self.estimate = min(float(self.ceiling), max(float(self.floor), new))
+        if queueing:
+            # a mix of fast and slow requests makes a window look unloaded now and then:
+            # without this a lucky window mid-overload doubled a limit into a backend
+            self._ssthresh = max(float(self.floor), self.estimate)
 
     def _start_probe(self) -> None:
         self._saved = self.estimate

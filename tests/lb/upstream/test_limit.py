@@ -227,3 +227,22 @@ def test_a_full_limit_over_a_backend_that_queues_does_not_double() -> None:
     probe(limit, clock, 0.01)
     run(limit, clock, 8, 0.01, 5.0)  # 8 slots: beyond them latency grows
     assert limit.limit <= 24
+
+
+def test_doubling_stops_where_the_backend_last_queued() -> None:
+    """Under overload a window of cheap requests looks unloaded now and then; a limit must
+    not double into a backend it just saw queueing (TCP's ssthresh)."""
+    clock = FakeClock()
+    limit = make(clock, ceiling=1024)
+    start(limit, clock)
+    probe(limit, clock, 0.01)
+    run(limit, clock, 8, 0.01, 5.0)  # 8 slots: beyond them latency grows
+    congested = limit.limit
+    for _ in range(20):  # lucky windows: full, and as fast as the backend ever is
+        for k in range(limit.limit):
+            limit.in_flight(k + 1)
+        clock.advance(0.01)
+        for _ in range(limit.limit):
+            if limit.wants_sample(clock.now):
+                limit.sample(0.01, limit.limit)
+    assert limit.limit <= congested + 8  # the gradient's slow climb, not 2x per window
