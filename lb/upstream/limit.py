@@ -6,8 +6,8 @@ concurrency-limits' habits where they help a small fleet:
 * **minRTT** is the latency of the backend when nothing queues in it. It is measured by a
   *probe*: for a moment the limit drops to the floor and the p50 of the next
   `probe_samples` answers sent at that concurrency becomes minRTT. A fresh limit starts
-  at the ceiling with the first window's latency as its guess, and probes within the first
-  third of the interval. Probes repeat every `probe_interval` seconds, because a backend's
+  at the ceiling with the first window's latency as its guess, and probes first a fifth of
+  the interval or more after its start. Probes repeat every `probe_interval` seconds, because a backend's
   idle latency changes (deploys, data growth, a noisy neighbour). Every lb process probes a
   backend **in step**: at the same moments of the host's monotonic clock, on a grid offset
   per backend (`key`). A probe in one worker while the other kept sending measured the
@@ -62,7 +62,7 @@ WINDOW_RTTS: Final = 2.0  # a sample window lasts at least this many round trips
 MIN_WINDOW_SAMPLES: Final = 5
 MIN_RTT_SMOOTHING: Final = 0.2
 MAX_MIN_RTT_RISE: Final = 1.5
-FIRST_PROBE: Final = 0.2  # the first probe's grid, as a share of the probe interval
+FIRST_PROBE: Final = 0.2  # the first probe comes this share of the interval or more after start
 # Outside a probe at most one attempt in this many seconds has its latency measured:
 # measuring costs two clock reads at each end, one a system call (lb/http/upstream.py), and
 # a window's median needs dozens of samples, not thousands.
@@ -150,10 +150,10 @@ class GradientLimit:
         self._saved = float(ceiling)  # the limit to return to after a probe
         # where this backend's probes fall within the interval: the same in every process
         self.phase = zlib.crc32(key.encode()) / 2**32 * probe_interval
-        # the first probe: on a finer grid (so a fresh lb soon knows its backends) whose
-        # every fifth point is a point of the interval's grid, after a first window
-        grid = FIRST_PROBE * probe_interval
-        self._next_probe = self._aligned(clock() + grid / 2, grid)
+        # the first probe: the interval's first grid point a fifth of the interval or more
+        # after the start (6-36 s by default), so that a reload's fresh workers do not
+        # probe while they take over; until then the first window's latency stands in
+        self._next_probe = self._aligned(clock() + FIRST_PROBE * probe_interval, probe_interval)
 
     @property
     def limit(self) -> int:
@@ -172,11 +172,6 @@ class GradientLimit:
     @property
     def probing(self) -> bool:
         return self._probe
-
-    @property
-    def growing(self) -> bool:
-        """Doubling: the last window found the limit full and the backend not queueing."""
-        return self._growing
 
     def wants_sample(self, now: float) -> bool:
         """Should the attempt starting `now` be measured? Every one during a probe or

@@ -45,7 +45,7 @@ def test_starts_open_then_probes_and_learns_min_rtt_from_low_concurrency_answers
     assert not limit.probing and limit.limit == 64
     started = clock.now
     start(limit, clock)
-    assert 3.0 <= clock.now - started <= 9.0  # on a grid of a fifth of the 30 s interval
+    assert 6.0 <= clock.now - started <= 36.0  # the interval's grid, a fifth of it or more on
     assert limit.limit == 2
     limit.sample(5.0, in_flight=10)  # sent before the probe at high concurrency: ignored
     probe(limit, clock, 0.05)
@@ -188,10 +188,9 @@ def test_every_process_probes_a_backend_in_step_and_backends_apart() -> None:
     b = probe_starts(second, clock_b, 1200.0)
     c = probe_starts(other, clock_c, 1200.0)
     assert len(a) >= 5 and len(b) >= 5 and len(c) >= 5
-    # once on the interval's grid (their first probes come on a finer one), the same
-    # moments, give or take the 10 ms between answers
-    for moment in b[1:4]:
-        assert any(abs(moment - t) <= 0.05 for t in a), (moment, a)
+    # the same moments, give or take a sample window (a probe starts when one ends)
+    for moment in b[:4]:
+        assert any(abs(moment - t) <= 0.15 for t in a), (moment, a)
     assert all(abs(x - t) > 1.0 for x in c for t in a), (c, a)
 
 
