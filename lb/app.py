@@ -66,6 +66,7 @@ class Runtime:
             floor=settings.limit_min,
             ceiling=settings.limit_max,
             queue_delay=settings.queue_delay,
+            probe_interval=settings.probe_interval,
             critical_reserve=settings.critical_reserve,
             on_shed=self.metrics.shed,
         )

@@ -90,6 +90,7 @@ class Settings:
     limit_min: int
     limit_max: int
     queue_delay: float
+    probe_interval: float
     critical_reserve: float
     priority_rules: tuple[PriorityRule, ...]
     # admission
@@ -302,6 +303,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         limit_min=get("LB_LIMIT_MIN", "2", _int_at_least(1), "a whole number >= 1"),
         limit_max=get("LB_LIMIT_MAX", "128", _int_at_least(1), "a whole number >= 1"),
         queue_delay=get("LB_QUEUE_DELAY", "0.1", _positive_float, positive),
+        probe_interval=get("LB_PROBE_INTERVAL", "30", _positive_float, positive),
         critical_reserve=get(
             "LB_CRITICAL_RESERVE", "0.1", _ratio, "a ratio between 0 and 1 (exclusive of 1)"
         ),

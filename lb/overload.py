@@ -118,6 +118,7 @@ class Admitter:
         ceiling: int,
         queue_delay: float,
         critical_reserve: float,
+        probe_interval: float = 30.0,
         on_shed: Callable[[str], None] | None = None,
     ) -> None:
         self.pool = pool
@@ -127,6 +128,7 @@ class Admitter:
         self.queue_delay = queue_delay
         self.target = max(0.002, queue_delay / 10)
         self.critical_reserve = critical_reserve
+        self.probe_interval = probe_interval
         self._floor, self._ceiling = floor, ceiling
         self.limits: dict[Backend, GradientLimit] = {}
         for b in pool.backends:
@@ -234,6 +236,7 @@ class Admitter:
                 ceiling=self._ceiling,
                 key=backend.name,
                 full_share=1 - self.critical_reserve,
+                probe_interval=self.probe_interval,
             )
         return limit
 
@@ -268,10 +271,7 @@ class Admitter:
     def _standing(self, now: float) -> bool:
         """The queue has not emptied for a whole queue_delay (CoDel's "above target for an
         interval"); it stays so for another queue_delay after that, so the brief moments
-        the queue empties under overload do not reset the verdict. Not while a limit is
-        doubling: its backend shows no queueing, the limit is catching up with a crowd."""
-        if any(limit.growing for limit in self.limits.values()):
-            return False
+        the queue empties under overload do not reset the verdict."""
         since = self._busy_since
         if since is not None and now - since >= self.queue_delay:
             self._standing_until = now + self.queue_delay
@@ -354,15 +354,21 @@ class Admitter:
                 waiter.future.set_result(backend)
 
     def _shed_stale(self, now: float, classes: Collection[str]) -> None:
-        """A standing queue: shed the waiters of `classes` older than their patience."""
+        """A standing queue: shed the waiters of `classes` older than their patience. A
+        waiter that began waiting before the queue stood keeps the wait it was given (its
+        timer ends it): a crowd that limits were still growing to meet filled the queue
+        for a whole delay, and the verdict then shed the crowd just as it was let in."""
         for klass in classes:
             queue = self._queues[klass]
             patience = self._patience(klass, True)
-            while queue and (queue[0].future.done() or now - queue[0].enqueued > patience):
-                waiter = queue.popleft()
+            while queue:
+                waiter = queue[0]
                 if not waiter.future.done():
+                    if waiter.transient or now - waiter.enqueued <= patience:
+                        break
                     self._gone(waiter)
                     waiter.future.set_result(None)
+                queue.popleft()
 
     def _served(self, waiter: _Waiter, now: float) -> None:
         delay = now - waiter.enqueued
