@@ -81,6 +81,39 @@ class _Waiter:
         self.transient = transient  # it began waiting while the queue was not standing
 
 
+class _Queue:
+    """How many wait, and the CoDel verdict on them: *standing* once they have not all left
+    for a whole `delay`, and for another `delay` after that (or after `hold()`), so the
+    brief moments the queue empties under overload do not reset the verdict."""
+
+    __slots__ = ("count", "since", "until")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.since: float | None = None  # when the queue last became non-empty
+        self.until = 0.0  # standing at least until then
+
+    def enter(self, now: float) -> None:
+        self.count += 1
+        if self.since is None:
+            self.since = now
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.since = None
+
+    def standing(self, now: float, delay: float) -> bool:
+        since = self.since
+        if since is not None and now - since >= delay:
+            self.until = now + delay
+            return True
+        return now < self.until
+
+    def hold(self, until: float) -> None:
+        self.until = max(self.until, until)
+
+
 class _Rate:
     """Events per second, smoothed over RATE_PERIOD samples."""
 
@@ -134,13 +167,8 @@ class Admitter:
         for b in pool.backends:
             self.limit_of(b)
         self._queues: dict[str, deque[_Waiter]] = {k: deque() for k in CLASSES}
-        self.waiting = 0
-        self._busy_since: float | None = None  # when the queue last became non-empty
-        self._standing_until = 0.0  # a standing queue stays "standing" this long after
-        # the same for the critical class's own queue
-        self._critical_waiting = 0
-        self._critical_since: float | None = None
-        self._critical_until = 0.0
+        self._all = _Queue()  # every waiter
+        self._critical = _Queue()  # the critical class's own
         now = clock()
         self.drain = _Rate(now)
         self._shed_rate = _Rate(now)
@@ -151,6 +179,11 @@ class Admitter:
         self._on_shed = on_shed
         self.logs = LogSummary(log, clock=clock)  # one line per class per interval
         pool.on_finish = self._finished
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in this process for a slot."""
+        return self._all.count
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -176,13 +209,9 @@ class Admitter:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), klass, tried, now, not standing)
         self._queues[klass].append(waiter)
-        self.waiting += 1
-        if self._busy_since is None:
-            self._busy_since = now
+        self._all.enter(now)
         if critical:
-            self._critical_waiting += 1
-            if self._critical_since is None:
-                self._critical_since = now
+            self._critical.enter(now)
         timer = loop.call_later(wait, self._expire, waiter)
         try:
             backend = await waiter.future
@@ -272,19 +301,11 @@ class Admitter:
         """The queue has not emptied for a whole queue_delay (CoDel's "above target for an
         interval"); it stays so for another queue_delay after that, so the brief moments
         the queue empties under overload do not reset the verdict."""
-        since = self._busy_since
-        if since is not None and now - since >= self.queue_delay:
-            self._standing_until = now + self.queue_delay
-            return True
-        return now < self._standing_until
+        return self._all.standing(now, self.queue_delay)
 
     def _critical_standing(self, now: float) -> bool:
         """`_standing()` of the critical class's own queue."""
-        since = self._critical_since
-        if since is not None and now - since >= self.queue_delay:
-            self._critical_until = now + self.queue_delay
-            return True
-        return now < self._critical_until
+        return self._critical.standing(now, self.queue_delay)
 
     def _patience(self, klass: str, standing: bool) -> float:
         """How long a waiter of `klass` may wait; `standing`: its queue's verdict (the
@@ -297,9 +318,9 @@ class Admitter:
         # a shed means demand outran the backends for a whole patience: the queue is
         # standing, and stays so while shedding goes on (waiting longer would only add delay)
         hold = now + STANDING_HOLD * self.queue_delay
-        self._standing_until = max(self._standing_until, hold)
+        self._all.hold(hold)
         if klass == CRITICAL:
-            self._critical_until = max(self._critical_until, hold)
+            self._critical.hold(hold)
         self.shed[klass] += 1
         self.logs.warning(
             klass, "overload: shedding %s requests (%d shed so far)", klass, self.shed[klass]
@@ -329,14 +350,14 @@ class Admitter:
                 limit.drop()
         elif outcome is not Outcome.CANCELLED:
             self.drain.add(now)
-        if self.waiting:
+        if self._all.count:  # (per request: no property call)
             self._dispatch(now)
 
     def _dispatch(self, now: float) -> None:
         standing = self._standing(now)
         if standing:
             self._shed_stale(now, CLASSES[1:])
-        if self._critical_waiting and self._critical_standing(now):
+        if self._critical.count and self._critical_standing(now):
             self._shed_stale(now, (CRITICAL,))
         for klass in CLASSES:
             queue = self._queues[klass]
@@ -378,13 +399,9 @@ class Admitter:
         self._gone(waiter)
 
     def _gone(self, waiter: _Waiter) -> None:
-        self.waiting -= 1
-        if not self.waiting:
-            self._busy_since = None
+        self._all.leave()
         if waiter.klass == CRITICAL:
-            self._critical_waiting -= 1
-            if not self._critical_waiting:
-                self._critical_since = None
+            self._critical.leave()
 
     def _expire(self, waiter: _Waiter) -> None:
         if waiter.future.done():

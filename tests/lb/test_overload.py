@@ -154,7 +154,7 @@ async def test_a_limit_probing_its_floor_gives_way_to_a_wait_that_ran_out() -> N
     assert 0.04 <= time.monotonic() - started < 0.5
     assert backend.outstanding == 2 and admitter.waiting == 0 and admitter.shed["normal"] == 0
     # a standing queue (a shed just happened): the same wait is shed
-    admitter._standing_until = time.monotonic() + 10
+    admitter._all.hold(time.monotonic() + 10)
     with pytest.raises(Overloaded):
         await admitter.acquire("normal")
     pool.finish(held, Outcome.OK)
